@@ -1,0 +1,89 @@
+/**
+ * on-bgppeer: BgpPeer and BgpConf events -> which speaker nodes peer with which router, and the
+ * BGP settings speakers apply. A BgpPeer change recomputes the peer list of every speaker node
+ * (there are a handful per rack), writing and notifying only the nodes whose list changed.
+ */
+import { identify, parseBgpConf, parseBgpPeer } from '../../src/core/objects.js';
+import { assignPeers } from '../../src/core/peers.js';
+import type { BgpPeerRecord, Outcome } from '../../src/core/types.js';
+import { decideWrite } from '../../src/core/versions.js';
+import type { KubeEvent } from '../../src/events/codec.js';
+import { requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
+import { storedVersion } from '../../src/store/store.js';
+
+export const definition: FunctionDefinition = { name: 'on-bgppeer', kinds: ['BgpPeer', 'BgpConf'], handle };
+
+/** PorterLB reads the BgpConf named `default`; racklb keeps that contract. */
+export const EFFECTIVE_BGPCONF = 'default';
+
+export async function handle(event: KubeEvent, deps: FunctionDeps): Promise<Outcome> {
+  const id = identify(event.object);
+  const kind = requireKind(definition, id.kind);
+  return kind === 'BgpPeer' ? handlePeer(event, deps, id) : handleConf(event, deps, id);
+}
+
+type Identity = ReturnType<typeof identify>;
+
+async function handlePeer(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
+  const deleting = event.action === 'delete';
+  const record = deleting ? undefined : parseBgpPeer(event.object);
+  const k = store.keys;
+  return store.transact<Outcome>([k.object('BgpPeer', id.key), k.epoch('BgpPeer'), k.epoch('Node')], async (r) => {
+    const stored = await r.object('BgpPeer', id.key);
+    const decision = decideWrite(storedVersion(stored), { uid: id.uid, resourceVersion: id.resourceVersion, deleting });
+    if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
+
+    const others = (await r.allRecords('BgpPeer')).filter((p) => p.key !== id.key);
+    const peers: BgpPeerRecord[] = record ? [...others, record] : others;
+    const speakerNames = (await r.redis.smembers(k.speakers())).sort();
+    const speakers = await r.records('Node', speakerNames);
+    const current = speakers.length > 0 ? await r.redis.mget(speakers.map((n) => k.peers(n.name))) : [];
+    const updates: { node: string; json: string }[] = [];
+    const matched: string[] = [];
+    speakers.forEach((node, i) => {
+      const assigned = assignPeers(node, peers);
+      if (assigned.some((p) => p.key === id.key)) matched.push(node.name);
+      const json = JSON.stringify(assigned);
+      if (json !== current[i]) updates.push({ node: node.name, json });
+    });
+    const detail = record
+      ? `BgpPeer ${id.name} (${record.neighborAddress} AS ${record.peerAs}) applies to ${matched.length ? `speaker node(s) ${matched.join(', ')}` : 'no speaker node yet'}`
+      : `BgpPeer ${id.name} deleted`;
+    return {
+      result: { outcome: 'applied', detail },
+      write: (w) => {
+        if (record) w.putObject(record);
+        else w.tombstone('BgpPeer', id.key, id.uid, id.resourceVersion);
+        for (const u of updates) {
+          w.multi.set(k.peers(u.node), u.json);
+          w.notify({ scope: { node: u.node }, topic: 'peers', subject: id.name });
+        }
+      },
+    };
+  });
+}
+
+async function handleConf(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
+  const deleting = event.action === 'delete';
+  const record = deleting ? undefined : parseBgpConf(event.object);
+  const k = store.keys;
+  return store.transact<Outcome>([k.object('BgpConf', id.key)], async (r) => {
+    const stored = await r.object('BgpConf', id.key);
+    const decision = decideWrite(storedVersion(stored), { uid: id.uid, resourceVersion: id.resourceVersion, deleting });
+    if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
+    const effective = id.name === EFFECTIVE_BGPCONF;
+    const detail = !effective
+      ? `BgpConf ${id.name} stored but not used: speakers follow the BgpConf named "${EFFECTIVE_BGPCONF}", as PorterLB does`
+      : record
+        ? `BgpConf ${id.name}: AS ${record.as}${Object.keys(record.asPerRack).length ? `, per rack ${JSON.stringify(record.asPerRack)}` : ''}, listen port ${record.listenPort}`
+        : `BgpConf ${id.name} deleted: speakers keep their sessions until a BgpConf returns`;
+    return {
+      result: { outcome: 'applied', detail },
+      write: (w) => {
+        if (record) w.putObject(record);
+        else w.tombstone('BgpConf', id.key, id.uid, id.resourceVersion);
+        if (effective) w.notify({ scope: 'all', topic: 'conf', subject: id.name });
+      },
+    };
+  });
+}

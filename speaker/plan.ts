@@ -1,0 +1,198 @@
+/**
+ * The speaker's decisions, as pure functions: what gobgpd should hold (global config, peers,
+ * paths) given the desired state read from Redis, and the difference from what it holds now.
+ */
+import ipaddr from 'ipaddr.js';
+import { hostPrefix, nextHopsFor } from '../src/core/intents.js';
+import type { BgpPeerRecord, Family, NextHopCandidate, NodeRecord, RackBgpConf, ServiceIpIntent } from '../src/core/types.js';
+import type { GobgpGlobalConfig, GobgpPath, GobgpPeerConfig, GobgpPeerStatus } from '../src/gobgp/client.js';
+
+/** One of the speaker's own addresses with its prefix length, as the OS reports it. */
+export interface LocalAddress {
+  address: string;
+  prefixLength: number;
+  family: Family;
+}
+
+/**
+ * ADD-PATH send-max toward every peer. Changing it renegotiates capabilities (a session reset),
+ * so it is not tracked exactly: it is the largest next-hop set rounded up to a power of two, and
+ * never below 64. It is never capped: a rack of 300 nodes gets 512.
+ */
+export function addPathSendMax(largestNextHopSet: number): number {
+  let n = 64;
+  while (n < largestNextHopSet) n *= 2;
+  return n;
+}
+
+/**
+ * The ADD-PATH identifier of a path, derived from its next hop so that it is the same on every
+ * speaker, across restarts, and in `racklb explain`: the IPv4 address as an integer; for IPv6 a
+ * 32-bit FNV-1a hash of the address (non-zero).
+ */
+export function pathIdentifier(nextHop: string): number {
+  const addr = ipaddr.parse(nextHop);
+  if (addr.kind() === 'ipv4') {
+    const v = (addr as ipaddr.IPv4).octets.reduce((acc, o) => acc * 256 + o, 0);
+    return v === 0 ? 1 : v;
+  }
+  let h = 0x811c9dc5;
+  for (const byte of (addr as ipaddr.IPv6).toByteArray()) {
+    h ^= byte;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h === 0 ? 1 : h;
+}
+
+export function pathKey(p: { prefix: string; identifier: number }): string {
+  return `${p.prefix}#${p.identifier}`;
+}
+
+export function globalConfig(node: NodeRecord, conf: RackBgpConf): GobgpGlobalConfig | { error: string } {
+  const routerId = conf.routerId ?? node.addresses.ipv4;
+  if (!routerId) return { error: `node ${node.name} has no IPv4 InternalIP to use as router ID; pin one with BgpConf spec.routerId` };
+  return {
+    asn: conf.as,
+    routerId,
+    listenPort: conf.listenPort,
+    listenAddresses: conf.listenAddresses,
+    ...(conf.gracefulRestart ? { gracefulRestart: conf.gracefulRestart } : {}),
+  };
+}
+
+export function peerConfig(peer: BgpPeerRecord, sendMax: number): GobgpPeerConfig {
+  return {
+    neighborAddress: peer.neighborAddress,
+    peerAs: peer.peerAs,
+    ...(peer.localAs !== undefined ? { localAs: peer.localAs } : {}),
+    ...(peer.authPassword !== undefined ? { authPassword: peer.authPassword } : {}),
+    ...(peer.description !== undefined ? { description: peer.description } : {}),
+    ebgpMultihop: { ...peer.ebgpMultihop },
+    timers: {
+      ...(peer.timers.connectRetry !== undefined ? { connectRetry: peer.timers.connectRetry } : {}),
+      ...(peer.timers.holdTime !== undefined ? { holdTime: peer.timers.holdTime } : {}),
+      ...(peer.timers.keepaliveInterval !== undefined ? { keepaliveInterval: peer.timers.keepaliveInterval } : {}),
+    },
+    transport: { passiveMode: peer.transport.passiveMode, ...(peer.transport.remotePort !== undefined ? { remotePort: peer.transport.remotePort } : {}) },
+    ...(peer.gracefulRestart ? { gracefulRestart: peer.gracefulRestart } : {}),
+    families: [...peer.families],
+    addPathsSendMax: sendMax,
+  };
+}
+
+/** The subnet of the speaker's own address that holds `neighbor`: its directly connected link. */
+type Subnet = [ipaddr.IPv4 | ipaddr.IPv6, number];
+
+function inSubnet(addr: ipaddr.IPv4 | ipaddr.IPv6, net: Subnet): boolean {
+  return addr.kind() === net[0].kind() && (addr as ipaddr.IPv4).match(net as [ipaddr.IPv4, number]);
+}
+
+export function subnetToward(neighbor: string, locals: readonly LocalAddress[]): Subnet | undefined {
+  const n = ipaddr.process(neighbor);
+  for (const l of locals) {
+    const a = ipaddr.process(l.address);
+    if (a.kind() !== n.kind()) continue;
+    const network: Subnet = [a, l.prefixLength];
+    if (inSubnet(n, network)) return network;
+  }
+  return undefined;
+}
+
+export type SkippedNextHop = { peer: string; nextHop: string; node: string; reason: string };
+
+/**
+ * Which next hops may be announced at all. gobgpd sends its global table to every peer, so the
+ * filter is per speaker: a next hop is kept when some peer can use it (a multihop peer takes any,
+ * a directly connected one only next hops on the speaker's own subnet toward it). With several
+ * directly connected peers on different subnets, each receives the union; see docs/operations.md.
+ */
+export function nextHopFilter(peers: readonly BgpPeerRecord[], locals: readonly LocalAddress[]): { accepts(nextHop: string): boolean; explain(nextHop: string): string } {
+  const subnets: { peer: string; net: Subnet | undefined }[] = peers
+    .filter((p) => !p.ebgpMultihop.enabled)
+    .map((p) => ({ peer: p.name, net: subnetToward(p.neighborAddress, locals) }));
+  const anyMultihop = peers.some((p) => p.ebgpMultihop.enabled);
+  return {
+    accepts(nextHop: string): boolean {
+      if (anyMultihop) return true;
+      const addr = ipaddr.process(nextHop);
+      return subnets.some((s) => s.net !== undefined && inSubnet(addr, s.net));
+    },
+    explain(nextHop: string): string {
+      const parts = subnets.map((s) => (s.net ? `not in ${s.net[0].toString()}/${s.net[1]}, the speaker's subnet toward peer ${s.peer}` : `peer ${s.peer} is on no subnet of this speaker`));
+      return `${nextHop} is a third-party next hop no directly connected peer can reach: ${parts.join('; ') || 'no peers'}`;
+    },
+  };
+}
+
+/** Paths for one Service IP: one per next hop, with the next hop's stable identifier. */
+export function pathsForIntent(intent: ServiceIpIntent, candidates: readonly NextHopCandidate[], accepts: (nextHop: string) => boolean, onSkip?: (nextHop: string, node: string) => void): GobgpPath[] {
+  const prefix = hostPrefix(intent.ip);
+  const out: GobgpPath[] = [];
+  for (const hop of nextHopsFor(intent, candidates)) {
+    if (!accepts(hop.address)) {
+      onSkip?.(hop.address, hop.node);
+      continue;
+    }
+    out.push({ prefix, family: intent.family, nextHop: hop.address, identifier: pathIdentifier(hop.address) });
+  }
+  return out;
+}
+
+export interface PathPlan {
+  add: GobgpPath[];
+  withdraw: GobgpPath[];
+}
+
+/** Adds are paths missing or with another next hop under the same key; withdrawals the rest. */
+export function planPaths(desired: ReadonlyMap<string, GobgpPath>, advertised: ReadonlyMap<string, GobgpPath>): PathPlan {
+  const add: GobgpPath[] = [];
+  const withdraw: GobgpPath[] = [];
+  for (const [key, path] of desired) {
+    const have = advertised.get(key);
+    if (!have || have.nextHop !== path.nextHop) add.push(path);
+  }
+  for (const [key, path] of advertised) if (!desired.has(key)) withdraw.push(path);
+  return { add, withdraw };
+}
+
+export interface PeerPlan {
+  add: GobgpPeerConfig[];
+  update: GobgpPeerConfig[];
+  remove: string[];
+}
+
+/** gobgpd does not return the MD5 password, so `appliedPasswords` remembers what we set. */
+export function planPeers(desired: readonly GobgpPeerConfig[], current: readonly GobgpPeerStatus[], appliedPasswords: ReadonlyMap<string, string | undefined>): PeerPlan {
+  const have = new Map(current.map((p) => [p.neighborAddress, p]));
+  const want = new Map(desired.map((p) => [p.neighborAddress, p]));
+  const plan: PeerPlan = { add: [], update: [], remove: [] };
+  for (const [addr, cfg] of want) {
+    const cur = have.get(addr);
+    if (!cur) plan.add.push(cfg);
+    else if (!samePeerConfig(cfg, cur.config) || (appliedPasswords.has(addr) && appliedPasswords.get(addr) !== cfg.authPassword)) plan.update.push(cfg);
+  }
+  for (const addr of have.keys()) if (!want.has(addr)) plan.remove.push(addr);
+  return plan;
+}
+
+function samePeerConfig(a: GobgpPeerConfig, b: GobgpPeerConfig): boolean {
+  const norm = (c: GobgpPeerConfig): unknown => ({
+    peerAs: c.peerAs,
+    localAs: c.localAs ?? 0,
+    multihop: c.ebgpMultihop.enabled ? c.ebgpMultihop.multihopTtl : 0,
+    passive: c.transport.passiveMode,
+    remotePort: c.transport.remotePort ?? 179,
+    holdTime: c.timers.holdTime ?? 90,
+    keepalive: c.timers.keepaliveInterval ?? (c.timers.holdTime ?? 90) / 3,
+    connectRetry: c.timers.connectRetry ?? 5,
+    families: [...c.families].sort(),
+    sendMax: c.addPathsSendMax,
+    gr: c.gracefulRestart?.enabled ?? false,
+    grTime: c.gracefulRestart?.enabled ? c.gracefulRestart.restartTime : 0,
+  });
+  return JSON.stringify(norm(a)) === JSON.stringify(norm(b));
+}
+
+export function sameGlobal(a: GobgpGlobalConfig, b: GobgpGlobalConfig): boolean {
+  return a.asn === b.asn && a.routerId === b.routerId && a.listenPort === b.listenPort && [...a.listenAddresses].sort().join() === [...b.listenAddresses].sort().join();
+}

@@ -1,0 +1,498 @@
+/**
+ * The speaker: keeps one gobgpd equal to the desired state of its node and rack.
+ *
+ * Level-triggered: change notifications only say *what* to re-read; the speaker always diffs the
+ * whole desired state against what gobgpd holds. It reads gobgpd's own view (ListPath/ListPeer)
+ * on start, after gobgpd reconnects and periodically, so a restarted speaker adopts its sidecar
+ * and a restarted gobgpd is provisioned again. It never withdraws because the store is
+ * unreachable or not proven complete (docs/operations.md, "the empty-store guard").
+ */
+import { networkInterfaces } from 'node:os';
+import type { Logger } from 'pino';
+import type { Redis } from 'ioredis';
+import { effectiveConf } from '../src/core/peers.js';
+import type { BgpConfRecord, BgpPeerRecord, Family, NextHopCandidate, NodeRecord, ServiceIpIntent } from '../src/core/types.js';
+import { EFFECTIVE_BGPCONF } from '../functions/on-bgppeer/handler.js';
+import type { GobgpClient, GobgpGlobalConfig, GobgpPath, GobgpPeerStatus } from '../src/gobgp/client.js';
+import { readRackCandidates } from '../src/state/read.js';
+import type { Reader, Store } from '../src/store/store.js';
+import { decodeScope } from '../src/store/store.js';
+import { UNRACKED } from '../src/store/keys.js';
+import type { SpeakerMetrics } from './metrics.js';
+import { addPathSendMax, globalConfig, nextHopFilter, pathKey, pathsForIntent, peerConfig, planPaths, planPeers, sameGlobal, type LocalAddress } from './plan.js';
+
+export interface SpeakerOptions {
+  node: string;
+  store: Store;
+  gobgp: GobgpClient;
+  logger: Logger;
+  metrics: SpeakerMetrics;
+  /** The speaker's own addresses; the OS's by default. */
+  localAddresses?: () => LocalAddress[];
+  /** Full comparison with gobgpd's own view, as a safety net, this often. */
+  resyncIntervalMs?: number;
+  statusIntervalMs?: number;
+}
+
+interface Desired {
+  node: NodeRecord | undefined;
+  conf: BgpConfRecord | undefined;
+  peers: BgpPeerRecord[];
+  candidates: NextHopCandidate[];
+  intents: Map<string, ServiceIpIntent>;
+  generation: string | undefined;
+  complete: boolean;
+}
+
+export function osLocalAddresses(): LocalAddress[] {
+  const out: LocalAddress[] = [];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) {
+      if (a.internal || !a.cidr) continue;
+      out.push({ address: a.address, prefixLength: Number(a.cidr.split('/')[1]), family: a.family === 'IPv6' ? 'ipv6' : 'ipv4' });
+    }
+  }
+  return out;
+}
+
+const FAMILIES: Family[] = ['ipv4', 'ipv6'];
+
+export class Speaker {
+  private readonly o: Required<Omit<SpeakerOptions, 'localAddresses'>> & { localAddresses: () => LocalAddress[] };
+  private desired: Desired | undefined;
+  /** Generation of the store whose state we last trusted as complete. */
+  private trustedGeneration: string | undefined;
+  private pathsByIp = new Map<string, GobgpPath[]>();
+  private advertised = new Map<string, GobgpPath>();
+  private appliedPasswords = new Map<string, string | undefined>();
+  private gobgpGlobal: GobgpGlobalConfig | undefined;
+  private gobgpReady = false;
+  private lastRev = 0;
+  private lastStreamId = '0-0';
+  private dirtyAll = true;
+  private dirtyIps = new Set<string>();
+  private needGobgpView = true;
+  private skippedLogged = new Set<string>();
+  private running: Promise<void> = Promise.resolve();
+  private scheduled = false;
+  private stopped = false;
+  private follower: Redis | undefined;
+  private watch: { close(): void } | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private sessions = new Map<string, GobgpPeerStatus>();
+  private peerNames = new Map<string, string>();
+
+  constructor(opts: SpeakerOptions) {
+    this.o = { resyncIntervalMs: 30_000, statusIntervalMs: 2_000, localAddresses: osLocalAddresses, ...opts };
+  }
+
+  get log(): Logger {
+    return this.o.logger;
+  }
+
+  async start(): Promise<void> {
+    void this.followChanges();
+    void this.keepGobgp();
+    this.timers.push(
+      setInterval(() => {
+        this.needGobgpView = true;
+        this.schedule();
+      }, this.o.resyncIntervalMs),
+      setInterval(() => void this.reportStatus(), this.o.statusIntervalMs),
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.watch?.close();
+    this.follower?.disconnect();
+    await this.running.catch(() => undefined);
+  }
+
+  /** Resolves when the speaker has nothing left to do (tests, lab readiness). */
+  async idle(): Promise<void> {
+    while (this.scheduled) await this.running.catch(() => undefined);
+    await this.running.catch(() => undefined);
+  }
+
+  isInSync(): boolean {
+    return this.gobgpReady && this.desired !== undefined && !this.scheduled && !this.needGobgpView;
+  }
+
+  // ---- Redis side -------------------------------------------------------------------------
+
+  private async followChanges(): Promise<void> {
+    let backoff = 100;
+    while (!this.stopped) {
+      try {
+        await this.loadAll();
+        backoff = 100;
+        this.follower ??= this.createFollower();
+        while (!this.stopped) {
+          const res = (await this.follower.xread('COUNT', 1000, 'BLOCK', 5000, 'STREAMS', this.o.store.keys.changes(), this.lastStreamId)) as [string, [string, string[]][]][] | null;
+          if (!res) continue;
+          const gap = await this.applyChanges(res[0]?.[1] ?? []);
+          if (gap) {
+            this.log.info({ lastRev: this.lastRev }, 'gap in change notifications: reloading the whole desired state');
+            break;
+          }
+        }
+      } catch (err) {
+        if (this.stopped) return;
+        this.o.metrics.storeErrors.inc();
+        this.log.warn({ err: String(err) }, 'Redis unreachable or failing: keeping every announced route, retrying');
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 2000);
+      }
+    }
+  }
+
+  private createFollower(): Redis {
+    const conn = this.o.store.redis.duplicate();
+    conn.on('error', () => undefined);
+    return conn;
+  }
+
+  /** Reads everything this speaker needs; a handful of commands. */
+  private async loadAll(): Promise<void> {
+    const r = this.o.store.reader;
+    const k = this.o.store.keys;
+    const meta = await r.redis.hgetall(k.meta());
+    const last = (await r.redis.xrevrange(k.changes(), '+', '-', 'COUNT', 1))[0];
+    const small = await this.loadSmall(r);
+    const intents = await r.hashJson<ServiceIpIntent>(k.intents());
+    this.desired = { ...small, intents, generation: meta.generation, complete: meta.complete === '1' };
+    this.lastRev = Number(meta.rev ?? 0);
+    this.lastStreamId = last?.[0] ?? '0-0';
+    this.updateTrust();
+    this.dirtyAll = true;
+    this.schedule();
+  }
+
+  private async loadSmall(r: Reader): Promise<Pick<Desired, 'node' | 'conf' | 'peers' | 'candidates'>> {
+    const k = this.o.store.keys;
+    const node = await r.record('Node', this.o.node);
+    const conf = await r.record('BgpConf', EFFECTIVE_BGPCONF);
+    let peers: BgpPeerRecord[] = [];
+    const rawPeers = await r.redis.get(k.peers(this.o.node));
+    if (rawPeers) {
+      try {
+        peers = JSON.parse(rawPeers) as BgpPeerRecord[];
+      } catch (err) {
+        this.log.error({ key: k.peers(this.o.node), err: String(err) }, 'malformed peer assignment in Redis: keeping current peers');
+        peers = this.desired?.peers ?? [];
+      }
+    }
+    let candidates: NextHopCandidate[];
+    if (node?.rack !== undefined) {
+      candidates = await readRackCandidates(r, node.rack);
+    } else {
+      // A speaker without a rack label serves every node, as PorterLB's single speaker did.
+      const racks = await r.redis.smembers(k.racks());
+      const maps = await Promise.all([...racks, UNRACKED].map((rack) => r.hashJson<NextHopCandidate>(k.rackNextHops(rack))));
+      candidates = maps.flatMap((m) => [...m.values()]);
+    }
+    return { node, conf, peers, candidates };
+  }
+
+  /** Applies notifications; returns true when a gap means the whole state must be reloaded. */
+  private async applyChanges(entries: [string, string[]][]): Promise<boolean> {
+    const desired = this.desired;
+    if (!desired) return true;
+    let reloadSmall = false;
+    let reloadMeta = false;
+    const ips = new Set<string>();
+    for (const [id, fields] of entries) {
+      const f = fieldsOf(fields);
+      const rev = Number(f.rev);
+      if (rev !== this.lastRev + 1) return true;
+      this.lastRev = rev;
+      this.lastStreamId = id;
+      const scope = decodeScope(f.scope ?? '');
+      const rack = desired.node?.rack;
+      const mine = scope === 'all' || (scope !== undefined && ('node' in scope ? scope.node === this.o.node : rack === undefined || scope.rack === rack));
+      if (!mine) continue;
+      if (f.topic === 'intent' && f.subject) ips.add(f.subject);
+      else reloadSmall = true;
+      if (f.topic === 'conf') reloadMeta = true;
+    }
+    const r = this.o.store.reader;
+    const k = this.o.store.keys;
+    if (ips.size > 0) {
+      const list = [...ips];
+      const values = await r.redis.hmget(k.intents(), ...list);
+      list.forEach((ip, i) => {
+        const v = values[i];
+        if (v === null || v === undefined) desired.intents.delete(ip);
+        else {
+          try {
+            desired.intents.set(ip, JSON.parse(v) as ServiceIpIntent);
+          } catch {
+            this.log.error({ ip }, 'malformed route intent in Redis: skipped, other routes unaffected');
+            return;
+          }
+        }
+        this.dirtyIps.add(ip);
+      });
+    }
+    if (reloadSmall) {
+      Object.assign(desired, await this.loadSmall(r));
+      this.dirtyAll = true;
+    }
+    if (reloadMeta) {
+      const meta = await r.redis.hgetall(k.meta());
+      desired.complete = meta.complete === '1';
+      desired.generation = meta.generation;
+      this.updateTrust();
+    }
+    this.schedule();
+    return false;
+  }
+
+  /** The empty-store guard: trust a store generation only once it is marked complete. */
+  private updateTrust(): void {
+    const d = this.desired;
+    if (!d) return;
+    if (d.complete && d.generation) {
+      if (this.trustedGeneration !== d.generation) this.log.info({ generation: d.generation }, 'store is complete: withdrawals allowed');
+      this.trustedGeneration = d.generation;
+    } else if (this.trustedGeneration !== undefined || !d.complete) {
+      if (this.trustedGeneration !== undefined) this.log.warn({ generation: d.generation ?? null }, 'store is not marked complete (restarted empty?): holding every announced route until it is');
+      this.trustedGeneration = undefined;
+    }
+    this.o.metrics.holding.set(this.trustedGeneration ? 0 : 1);
+  }
+
+  private mayWithdraw(): boolean {
+    return this.trustedGeneration !== undefined && this.desired?.generation === this.trustedGeneration;
+  }
+
+  // ---- gobgpd side ------------------------------------------------------------------------
+
+  private async keepGobgp(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        await this.o.gobgp.waitReady(5000);
+        this.gobgpGlobal = await this.o.gobgp.getGlobal();
+        this.needGobgpView = true;
+        const ended = new Promise<void>((resolve) => {
+          this.watch = this.o.gobgp.watchPeers(
+            (ev) => {
+              const cur = this.sessions.get(ev.neighborAddress);
+              if (cur) this.sessions.set(ev.neighborAddress, { ...cur, sessionState: ev.sessionState, adminState: ev.adminState });
+              void this.reportStatus();
+            },
+            (err) => {
+              if (!this.stopped) this.log.warn({ err: err ? String(err) : undefined }, 'gobgpd event stream ended: gobgpd restarted or unreachable');
+              resolve();
+            },
+          );
+        });
+        this.gobgpReady = true;
+        this.log.info({ bgpStarted: this.gobgpGlobal !== undefined }, 'connected to gobgpd');
+        this.schedule();
+        await ended;
+        this.gobgpReady = false;
+      } catch (err) {
+        this.gobgpReady = false;
+        if (!this.stopped) this.log.warn({ err: String(err) }, 'gobgpd not reachable, retrying');
+      }
+      if (!this.stopped) await sleep(300);
+    }
+  }
+
+  // ---- reconcile --------------------------------------------------------------------------
+
+  private schedule(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    this.running = this.running
+      .catch(() => undefined)
+      .then(async () => {
+        // Let a burst of notifications land first; one reconcile then covers all of them.
+        await new Promise((r) => setImmediate(r));
+        this.scheduled = false;
+        await this.reconcile();
+      });
+  }
+
+  private async reconcile(): Promise<void> {
+    const desired = this.desired;
+    if (!desired || !this.gobgpReady) return;
+    const stopTimer = this.o.metrics.reconcileSeconds.startTimer();
+    try {
+      if (this.needGobgpView) {
+        this.needGobgpView = false;
+        await this.readGobgpView();
+      }
+      const node = desired.node;
+      const conf = effectiveConf(desired.conf, node?.rack);
+      if (!node || !conf) {
+        this.log.warn({ node: this.o.node, hasNode: !!node, hasBgpConf: !!desired.conf }, 'no Node record or no BgpConf "default" yet: leaving gobgpd as it is');
+        return;
+      }
+      const global = globalConfig(node, conf);
+      if ('error' in global) {
+        this.log.error({ reason: global.error }, 'cannot configure BGP');
+        return;
+      }
+      if (!this.gobgpGlobal || !sameGlobal(this.gobgpGlobal, global)) {
+        if (this.gobgpGlobal) {
+          this.log.warn({ from: this.gobgpGlobal, to: global }, 'BGP global settings changed: restarting BGP in gobgpd (sessions reset)');
+          await this.o.gobgp.stopBgp();
+          this.advertised.clear();
+          this.sessions.clear();
+        }
+        await this.o.gobgp.startBgp(global);
+        this.gobgpGlobal = global;
+        this.dirtyAll = true;
+      }
+
+      const desiredPaths = this.computeDesiredPaths(desired);
+      const plan = planPaths(desiredPaths, this.advertised);
+      const hold = !this.mayWithdraw();
+      if (hold && plan.withdraw.length > 0) this.log.warn({ held: plan.withdraw.length }, 'store not proven complete: not withdrawing paths that are no longer desired');
+      // Adds first: a next hop replaced under one key is never absent in between.
+      if (plan.add.length > 0) {
+        await this.o.gobgp.addPaths(plan.add);
+        for (const p of plan.add) this.advertised.set(pathKey(p), p);
+      }
+      if (!hold && plan.withdraw.length > 0) {
+        await this.o.gobgp.deletePaths(plan.withdraw);
+        for (const p of plan.withdraw) this.advertised.delete(pathKey(p));
+      }
+      if (plan.add.length || (!hold && plan.withdraw.length)) this.log.info({ added: plan.add.length, withdrawn: hold ? 0 : plan.withdraw.length }, 'paths reconciled');
+
+      // Peers after paths, so a new session starts with the full table.
+      let largest = 1;
+      for (const paths of this.pathsByIp.values()) largest = Math.max(largest, paths.length);
+      const sendMax = addPathSendMax(largest);
+      const wanted = desired.peers.map((p) => peerConfig(p, sendMax));
+      this.peerNames = new Map(desired.peers.map((p) => [p.neighborAddress, p.name]));
+      const current = [...this.sessions.values()];
+      const peerPlan = planPeers(wanted, current, this.appliedPasswords);
+      for (const p of peerPlan.add) {
+        await this.o.gobgp.addPeer(p);
+        this.appliedPasswords.set(p.neighborAddress, p.authPassword);
+        this.log.info({ peer: this.peerNames.get(p.neighborAddress), neighbor: p.neighborAddress, peerAs: p.peerAs }, 'peer added');
+      }
+      for (const p of peerPlan.update) {
+        await this.o.gobgp.updatePeer(p);
+        this.appliedPasswords.set(p.neighborAddress, p.authPassword);
+        this.log.info({ peer: this.peerNames.get(p.neighborAddress), neighbor: p.neighborAddress }, 'peer updated');
+      }
+      for (const addr of peerPlan.remove) {
+        if (hold) {
+          this.log.warn({ neighbor: addr }, 'store not proven complete: keeping a peer that is no longer assigned');
+          continue;
+        }
+        await this.o.gobgp.deletePeer(addr);
+        this.appliedPasswords.delete(addr);
+        this.log.info({ neighbor: addr }, 'peer removed');
+      }
+      if (peerPlan.add.length || peerPlan.update.length || peerPlan.remove.length) await this.refreshSessions();
+      this.o.metrics.pathsAnnounced.set(this.advertised.size);
+    } catch (err) {
+      this.o.metrics.reconcileErrors.inc();
+      this.needGobgpView = true;
+      this.log.error({ err: String(err) }, 'reconcile failed; will read gobgpd again and retry');
+      setTimeout(() => this.schedule(), 1000).unref();
+    } finally {
+      stopTimer();
+    }
+  }
+
+  /** What gobgpd holds right now: the truth we diff against. */
+  private async readGobgpView(): Promise<void> {
+    this.gobgpGlobal = await this.o.gobgp.getGlobal();
+    this.advertised.clear();
+    if (this.gobgpGlobal) {
+      for (const family of FAMILIES) for (const p of await this.o.gobgp.listPaths(family)) this.advertised.set(pathKey(p), p);
+    }
+    await this.refreshSessions();
+  }
+
+  private async refreshSessions(): Promise<void> {
+    this.sessions = new Map();
+    if (!this.gobgpGlobal) return;
+    for (const s of await this.o.gobgp.listPeers()) this.sessions.set(s.neighborAddress, s);
+  }
+
+  private computeDesiredPaths(desired: Desired): Map<string, GobgpPath> {
+    const filter = nextHopFilter(desired.peers, this.o.localAddresses());
+    const onSkip = (nextHop: string, node: string): void => {
+      if (this.skippedLogged.has(nextHop)) return;
+      this.skippedLogged.add(nextHop);
+      this.log.info({ nextHop, node, reason: filter.explain(nextHop) }, 'next hop not announced');
+    };
+    const recompute = (ip: string): void => {
+      const intent = desired.intents.get(ip);
+      if (!intent) this.pathsByIp.delete(ip);
+      else this.pathsByIp.set(ip, pathsForIntent(intent, desired.candidates, (h) => filter.accepts(h), onSkip));
+    };
+    if (this.dirtyAll) {
+      this.pathsByIp.clear();
+      this.skippedLogged.clear();
+      for (const ip of desired.intents.keys()) recompute(ip);
+    } else {
+      for (const ip of this.dirtyIps) recompute(ip);
+    }
+    this.dirtyAll = false;
+    this.dirtyIps.clear();
+    const out = new Map<string, GobgpPath>();
+    for (const paths of this.pathsByIp.values()) for (const p of paths) out.set(pathKey(p), p);
+    return out;
+  }
+
+  // ---- status -----------------------------------------------------------------------------
+
+  private async reportStatus(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      if (this.gobgpReady && this.gobgpGlobal) await this.refreshSessions();
+    } catch {
+      // gobgpd going away is noticed by the event stream.
+    }
+    const k = this.o.store.keys;
+    const now = new Date().toISOString();
+    let up = 0;
+    const fields: string[] = [];
+    for (const s of this.sessions.values()) {
+      if (s.sessionState === 'established') up++;
+      fields.push(
+        s.neighborAddress,
+        JSON.stringify({
+          peer: this.peerNames.get(s.neighborAddress) ?? null,
+          neighborAddress: s.neighborAddress,
+          sessionState: s.sessionState,
+          adminState: s.adminState,
+          uptimeSeconds: s.uptimeSeconds,
+          prefixesSent: s.prefixesSent,
+          prefixesReceived: s.prefixesReceived,
+          lastError: s.lastError ?? null,
+          updatedAt: now,
+        }),
+      );
+    }
+    this.o.metrics.sessionsUp.set(up);
+    try {
+      const multi = this.o.store.redis.multi().del(k.sessions(this.o.node));
+      if (fields.length) multi.hset(k.sessions(this.o.node), ...fields);
+      multi.hset(k.speakerStatus(this.o.node), 'lastSeen', now, 'gobgpd', this.gobgpReady ? 'connected' : 'unreachable', 'paths', String(this.advertised.size), 'holding', this.mayWithdraw() ? '0' : '1', 'rev', String(this.lastRev));
+      await multi.exec();
+    } catch {
+      // Status is best effort; Redis being down is already logged by the follower.
+    }
+  }
+}
+
+function fieldsOf(fields: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) out[fields[i] as string] = fields[i + 1] as string;
+  return out;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,197 @@
+/**
+ * The plain records racklb keeps about Kubernetes objects, after parsing and validation
+ * (src/core/objects.ts). Everything downstream (store, speaker, state, explain) speaks these, never raw
+ * Kubernetes JSON. Field names follow PorterLB/OpenELB and GoBGP where a concept comes from them.
+ */
+
+export type Family = 'ipv4' | 'ipv6';
+
+/** Label and annotation keys that PorterLB users already have on their objects. */
+export const LABELS = {
+  /** Node label naming the node's rack (its leaf router). */
+  rack: 'porter.kubesphere.io/rack',
+  /** Node label placing a speaker on the node (value `porter`). */
+  speaker: 'lb.kubesphere.io/v1alpha1',
+  speakerValue: 'porter',
+  /** EndpointSlice label naming its Service. */
+  serviceName: 'kubernetes.io/service-name',
+  /** Service label written by PorterLB with the pool name. */
+  pool: 'eip.porter.kubesphere.io/v1alpha2',
+} as const;
+
+export const ANNOTATIONS = {
+  /** Service opt-in: `lb.kubesphere.io/v1alpha1: porter`. */
+  optIn: 'lb.kubesphere.io/v1alpha1',
+  optInValue: 'porter',
+  /** Requested IP on a Service. */
+  requestedIp: 'eip.porter.kubesphere.io/v1alpha1',
+  /** Requested pool (Eip name) on a Service. */
+  pool: 'eip.porter.kubesphere.io/v1alpha2',
+  /** On an Eip: this is the default pool. */
+  defaultEip: 'eip.porter.kubesphere.io/is-default-eip',
+} as const;
+
+/** Identity and ordering data every stored object carries. */
+export interface ObjectMeta {
+  /** `namespace/name` for namespaced kinds, `name` for cluster-scoped ones. */
+  key: string;
+  name: string;
+  namespace?: string;
+  uid: string;
+  resourceVersion: string;
+}
+
+export interface NodeRecord extends ObjectMeta {
+  kind: 'Node';
+  labels: Record<string, string>;
+  /** The value of the rack label, or undefined for a node without one. */
+  rack: string | undefined;
+  /** InternalIP per family (the first one Kubernetes lists). */
+  addresses: Partial<Record<Family, string>>;
+  /** Ready condition is True. */
+  ready: boolean;
+  /** Not cordoned (`spec.unschedulable` unset or false). */
+  schedulable: boolean;
+  /** Carries the speaker placement label `lb.kubesphere.io/v1alpha1=porter`. */
+  speaker: boolean;
+}
+
+export type TrafficPolicy = 'Cluster' | 'Local';
+
+export interface ServiceRecord extends ObjectMeta {
+  kind: 'Service';
+  namespace: string;
+  labels: Record<string, string>;
+  /** type LoadBalancer and the opt-in annotation: racklb owns its IP. */
+  managed: boolean;
+  externalTrafficPolicy: TrafficPolicy;
+  /** From the requested-IP annotation, else spec.loadBalancerIP. */
+  requestedIp: string | undefined;
+  /** From the pool annotation. */
+  requestedPool: string | undefined;
+  /** spec.ipFamilies, in order; empty means "whatever the pool gives". */
+  ipFamilies: Family[];
+}
+
+export interface EndpointSliceRecord extends ObjectMeta {
+  kind: 'EndpointSlice';
+  namespace: string;
+  /** `namespace/name` of the owning Service (label kubernetes.io/service-name). */
+  service: string;
+  /** Sorted, unique names of nodes that host at least one ready endpoint in this slice. */
+  readyNodes: string[];
+}
+
+export interface LabelSelectorRequirement {
+  key: string;
+  operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
+  values: string[];
+}
+
+export interface LabelSelector {
+  matchLabels: Record<string, string>;
+  matchExpressions: LabelSelectorRequirement[];
+}
+
+export interface EipRecord extends ObjectMeta {
+  kind: 'Eip';
+  /** As the user wrote it: an IP, a CIDR or a range `a-b`. */
+  address: string;
+  family: Family;
+  /** First and last address of the pool, normalised. */
+  firstIp: string;
+  lastIp: string;
+  /** Number of addresses, as a decimal string (IPv6 pools can exceed 2^53). */
+  size: string;
+  disable: boolean;
+  isDefault: boolean;
+  /** Higher is preferred among namespace-bound pools. */
+  priority: number;
+  namespaces: string[];
+  namespaceSelector: LabelSelector | undefined;
+}
+
+export interface GracefulRestart {
+  enabled: boolean;
+  restartTime: number;
+  helperOnly: boolean;
+  deferralTime: number;
+  notificationEnabled: boolean;
+  longlivedEnabled: boolean;
+  staleRoutesTime: number;
+}
+
+export interface BgpPeerRecord extends ObjectMeta {
+  kind: 'BgpPeer';
+  peerAs: number;
+  neighborAddress: string;
+  family: Family;
+  /** MD5 password (TCP-MD5). Never logged or shown. */
+  authPassword: string | undefined;
+  description: string | undefined;
+  /** Overrides the speaker's ASN toward this peer. */
+  localAs: number | undefined;
+  ebgpMultihop: { enabled: boolean; multihopTtl: number };
+  timers: { connectRetry: number | undefined; holdTime: number | undefined; keepaliveInterval: number | undefined };
+  transport: { passiveMode: boolean; remotePort: number | undefined };
+  gracefulRestart: GracefulRestart | undefined;
+  /** Address families to negotiate; defaults to the neighbor address's family. */
+  families: Family[];
+  /** undefined: applies to every speaker node. */
+  nodeSelector: LabelSelector | undefined;
+}
+
+export interface BgpConfRecord extends ObjectMeta {
+  kind: 'BgpConf';
+  as: number;
+  asPerRack: Record<string, number>;
+  routerId: string | undefined;
+  listenPort: number;
+  listenAddresses: string[];
+  gracefulRestart: GracefulRestart | undefined;
+}
+
+export type KubeRecord = NodeRecord | ServiceRecord | EndpointSliceRecord | EipRecord | BgpPeerRecord | BgpConfRecord;
+export type Kind = KubeRecord['kind'];
+export const KINDS: readonly Kind[] = ['Node', 'Service', 'EndpointSlice', 'Eip', 'BgpPeer', 'BgpConf'];
+
+/** The effective BGP global settings for one rack, as a speaker applies them. */
+export interface RackBgpConf {
+  as: number;
+  /** Pinned router ID, else undefined and the speaker uses its node's address. */
+  routerId: string | undefined;
+  listenPort: number;
+  listenAddresses: string[];
+  gracefulRestart: GracefulRestart | undefined;
+}
+
+/** A Service IP that racklb announces, with what decides its next hops. */
+export interface ServiceIpIntent {
+  ip: string;
+  family: Family;
+  /** `namespace/name` of every Service sharing this IP, sorted. */
+  services: string[];
+  /** Cluster: every eligible node of the rack. Local: only `nodes`. */
+  policy: TrafficPolicy;
+  /** With policy Local: sorted names of nodes with a ready endpoint of any sharing Service. */
+  nodes: string[];
+}
+
+/** A node that may be a next hop, as stored per rack. */
+export interface NextHopCandidate {
+  node: string;
+  addresses: Partial<Record<Family, string>>;
+}
+
+/** One IP allocation: which Services hold an IP and from which pool. */
+export interface Allocation {
+  ip: string;
+  pool: string;
+  services: string[];
+}
+
+/** What a handler reports back: the transport maps it to an answer and the journal records it. */
+export type Outcome =
+  | { outcome: 'applied'; detail: string }
+  | { outcome: 'stale'; detail: string }
+  | { outcome: 'rejected'; detail: string; field?: string; rule?: string };

@@ -1,0 +1,50 @@
+/**
+ * Ordering of Kubernetes events by the object's uid and resourceVersion. Delivery is
+ * at-least-once and unordered (ApiServerSource retries, the bridge relists, replays happen), so
+ * every write asks this module first whether the event is newer than what is stored.
+ */
+
+export interface StoredVersion {
+  uid: string;
+  resourceVersion: string;
+  deleted: boolean;
+}
+
+export type WriteDecision = { apply: true } | { apply: false; reason: string };
+
+/**
+ * resourceVersion is opaque by contract, but every API server in use hands out etcd revisions,
+ * which are integers that grow. Compare them as integers; when either is not an integer the only
+ * order we can know is equality.
+ */
+export function compareResourceVersions(a: string, b: string): number | undefined {
+  if (/^\d{1,30}$/.test(a) && /^\d{1,30}$/.test(b)) {
+    const x = BigInt(a);
+    const y = BigInt(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  return a === b ? 0 : undefined;
+}
+
+export function decideWrite(stored: StoredVersion | undefined, incoming: { uid: string; resourceVersion: string; deleting: boolean }): WriteDecision {
+  if (stored === undefined) {
+    return incoming.deleting ? { apply: false, reason: 'delete of an object never stored' } : { apply: true };
+  }
+  if (stored.deleted && stored.uid === incoming.uid && !incoming.deleting) {
+    return { apply: false, reason: `object uid ${incoming.uid} was deleted at resourceVersion ${stored.resourceVersion}; a late add or update cannot bring it back` };
+  }
+  if (stored.deleted && incoming.deleting) {
+    return { apply: false, reason: 'already deleted' };
+  }
+  const order = compareResourceVersions(incoming.resourceVersion, stored.resourceVersion);
+  if (order === undefined) return { apply: true };
+  if (incoming.deleting && stored.uid === incoming.uid) {
+    // A delete event may carry the last resourceVersion the object had.
+    return order >= 0 ? { apply: true } : { apply: false, reason: `delete at resourceVersion ${incoming.resourceVersion} is older than stored ${stored.resourceVersion}` };
+  }
+  if (order > 0) return { apply: true };
+  return {
+    apply: false,
+    reason: order === 0 ? `resourceVersion ${incoming.resourceVersion} already stored` : `resourceVersion ${incoming.resourceVersion} is older than stored ${stored.resourceVersion}`,
+  };
+}

@@ -1,0 +1,98 @@
+/**
+ * The one handler shape every function has, and the wrapper that turns its result or error into
+ * an outcome, journals it, and tells the transport how to answer.
+ */
+import type { Logger } from 'pino';
+import { isRacklbError, RacklbError } from '../errors.js';
+import type { Kind, Outcome } from '../core/types.js';
+import type { KubeEvent } from '../events/codec.js';
+import type { FunctionName } from '../store/keys.js';
+import type { Store } from '../store/store.js';
+
+export interface FunctionDeps {
+  store: Store;
+  logger: Logger;
+}
+
+export type FunctionHandler = (event: KubeEvent, deps: FunctionDeps) => Promise<Outcome>;
+
+export interface FunctionDefinition {
+  name: FunctionName;
+  /** The kinds this function owns; any other kind is rejected with 400. */
+  kinds: readonly Kind[];
+  handle: FunctionHandler;
+}
+
+/** What the transport needs: the outcome, and whether the sender should retry. */
+export type Handled = { ok: true; outcome: Outcome } | { ok: false; retry: true; error: RacklbError };
+
+function describeObject(object: unknown): { kind: string; key: string; uid: string; resourceVersion: string } {
+  const o = (typeof object === 'object' && object !== null ? object : {}) as Record<string, unknown>;
+  const meta = (typeof o.metadata === 'object' && o.metadata !== null ? o.metadata : {}) as Record<string, unknown>;
+  const str = (v: unknown): string => (typeof v === 'string' ? v.slice(0, 300) : '');
+  const name = str(meta.name);
+  const ns = str(meta.namespace);
+  return { kind: str(o.kind), key: ns ? `${ns}/${name}` : name, uid: str(meta.uid), resourceVersion: str(meta.resourceVersion) };
+}
+
+/**
+ * Runs a handler for one decoded event. Invalid input becomes a `rejected` outcome; a store
+ * failure becomes `retry` (the transport answers 503 or leaves a stream entry pending).
+ */
+export async function runHandler(def: FunctionDefinition, event: KubeEvent, deps: FunctionDeps, via: string): Promise<Handled> {
+  let outcome: Outcome;
+  try {
+    outcome = await def.handle(event, deps);
+  } catch (err) {
+    if (isRacklbError(err, 'RACKLB_INVALID_FIELD') || isRacklbError(err, 'RACKLB_INVALID_EVENT')) {
+      outcome = { outcome: 'rejected', detail: err.message, ...(err.field ? { field: err.field } : {}), ...(err.rule ? { rule: err.rule } : {}) };
+    } else {
+      const error = err instanceof RacklbError ? err : new RacklbError('RACKLB_STORE_UNAVAILABLE', `unexpected failure: ${String(err)}`, { cause: err });
+      deps.logger.warn({ fn: def.name, eventId: event.id, err: error.message, code: error.code }, 'event not applied; sender should retry');
+      return { ok: false, retry: true, error };
+    }
+  }
+  await journal(deps, def.name, event, outcome, via);
+  deps.logger.info({ fn: def.name, eventId: event.id, type: event.type, ...describeObject(event.object), outcome: outcome.outcome, detail: outcome.detail }, 'event');
+  return { ok: true, outcome };
+}
+
+/** Journals an event that never reached a handler (undecodable envelope). */
+export async function journalRejectedEnvelope(deps: FunctionDeps, fn: FunctionName, reason: string, via: string, rawBody: string): Promise<void> {
+  await deps.store
+    .appendJournal({ at: new Date().toISOString(), fn, via, outcome: 'rejected', detail: reason, kind: '', key: '', uid: '', rv: '', id: '', type: '', event: rawBody.slice(0, 4096) })
+    .catch((err: unknown) => deps.logger.warn({ err: String(err) }, 'could not journal a rejected request'));
+}
+
+async function journal(deps: FunctionDeps, fn: FunctionName, event: KubeEvent, outcome: Outcome, via: string): Promise<void> {
+  const obj = describeObject(event.object);
+  try {
+    await deps.store.appendJournal({
+      at: new Date().toISOString(),
+      fn,
+      via,
+      outcome: outcome.outcome,
+      detail: outcome.detail,
+      kind: obj.kind,
+      key: obj.key,
+      uid: obj.uid,
+      rv: obj.resourceVersion,
+      id: event.id,
+      type: event.type,
+      source: event.source,
+      event: JSON.stringify({ id: event.id, source: event.source, type: event.type, time: event.time, data: event.object }),
+    });
+  } catch (err) {
+    // The effect is stored; losing its journal line is worth a warning, not a retry that would
+    // journal the same event twice.
+    deps.logger.warn({ err: String(err), eventId: event.id }, 'could not append to the event journal');
+  }
+}
+
+/** Rejects an event whose object is of a kind this function does not own. */
+export function requireKind(def: { name: string; kinds: readonly Kind[] }, kind: string): Kind {
+  if (!(def.kinds as readonly string[]).includes(kind)) {
+    throw new RacklbError('RACKLB_INVALID_FIELD', `kind: ${def.name} takes ${def.kinds.join(', ')}, not ${JSON.stringify(kind)}`, { field: 'kind', rule: `must be one of ${def.kinds.join(', ')}` });
+  }
+  return kind as Kind;
+}

@@ -1,0 +1,159 @@
+/**
+ * Serves one function over HTTP the way Knative delivers events: CloudEvents in binary or
+ * structured mode on `/`, health on /health/liveness and /health/readiness, metrics on /metrics.
+ *
+ * Answers follow what a Knative broker does with them: 2xx with an EMPTY body when applied or
+ * stale (a 2xx body that is not a CloudEvent counts as a failed delivery), 400 for input that will
+ * never succeed (not retried), 503 when Redis is unreachable (retried with backoff).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Histogram, Registry } from 'prom-client';
+import { isRacklbError } from '../errors.js';
+import { decodeHttpEvent } from '../events/codec.js';
+import { journalRejectedEnvelope, runHandler, type FunctionDefinition, type FunctionDeps } from './handler.js';
+
+export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+
+export interface ServeOptions {
+  host: string;
+  port: number;
+  bodyLimit?: number;
+}
+
+export interface FunctionServer {
+  server: Server;
+  url: string;
+  close(): Promise<void>;
+}
+
+class BodyTooLarge extends Error {}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? '0');
+    if (declared > limit) {
+      reject(new BodyTooLarge());
+      req.resume();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        reject(new BodyTooLarge());
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function answer(res: ServerResponse, status: number, headers: Record<string, string>, body?: string): void {
+  const safe: Record<string, string> = {};
+  // Header values must be latin-1 without control characters; outcome details can carry anything.
+  for (const [k, v] of Object.entries(headers)) safe[k] = v.replace(/[^\x20-\x7e]/g, '?').slice(0, 1000);
+  if (body !== undefined) {
+    res.writeHead(status, { ...safe, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  } else {
+    res.writeHead(status, { ...safe, 'content-length': 0 });
+    res.end();
+  }
+}
+
+export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps, opts: ServeOptions): Promise<FunctionServer> {
+  const limit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const registry = new Registry();
+  const events = new Counter({ name: 'racklb_function_events_total', help: 'Events handled, by outcome', labelNames: ['function', 'outcome'], registers: [registry] });
+  const latency = new Histogram({
+    name: 'racklb_function_event_seconds',
+    help: 'Time from request to answer',
+    labelNames: ['function'],
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1],
+    registers: [registry],
+  });
+
+  const server = createServer((req, res) => {
+    void handleRequest(req, res).catch((err: unknown) => {
+      deps.logger.error({ err: String(err) }, 'request failed unexpectedly');
+      if (!res.headersSent) answer(res, 500, {}, JSON.stringify({ error: 'internal error' }));
+    });
+  });
+
+  async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && path === '/health/liveness') return answer(res, 200, {});
+    if (req.method === 'GET' && path === '/health/readiness') {
+      try {
+        await deps.store.ping();
+        return answer(res, 200, {});
+      } catch (err) {
+        return answer(res, 503, {}, JSON.stringify({ error: (err as Error).message }));
+      }
+    }
+    if (req.method === 'GET' && path === '/metrics') {
+      const text = await registry.metrics();
+      res.writeHead(200, { 'content-type': registry.contentType });
+      res.end(text);
+      return;
+    }
+    if (path !== '/') return answer(res, 404, {}, JSON.stringify({ error: `no route ${path}` }));
+    if (req.method !== 'POST') return answer(res, 405, { allow: 'POST' }, JSON.stringify({ error: 'events are POSTed to /' }));
+
+    const stop = latency.startTimer({ function: def.name });
+    let body: string;
+    try {
+      body = await readBody(req, limit);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) {
+        events.inc({ function: def.name, outcome: 'rejected' });
+        await journalRejectedEnvelope(deps, def.name, `request body larger than ${limit} bytes`, 'http', '');
+        return answer(res, 413, { connection: 'close' }, JSON.stringify({ error: `request body larger than ${limit} bytes` }));
+      }
+      throw err;
+    }
+    let event;
+    try {
+      event = decodeHttpEvent(req.headers, body);
+    } catch (err) {
+      const message = isRacklbError(err) ? err.message : String(err);
+      events.inc({ function: def.name, outcome: 'rejected' });
+      await journalRejectedEnvelope(deps, def.name, message, 'http', body);
+      stop();
+      return answer(res, 400, { 'racklb-outcome': 'rejected' }, JSON.stringify({ error: message }));
+    }
+    const handled = await runHandler(def, event, deps, 'http');
+    stop();
+    if (!handled.ok) {
+      events.inc({ function: def.name, outcome: 'retry' });
+      return answer(res, 503, { 'retry-after': '1' }, JSON.stringify({ error: handled.error.message, code: handled.error.code }));
+    }
+    const { outcome } = handled;
+    events.inc({ function: def.name, outcome: outcome.outcome });
+    if (outcome.outcome === 'rejected') {
+      return answer(res, 400, { 'racklb-outcome': 'rejected' }, JSON.stringify({ error: outcome.detail, field: outcome.field, rule: outcome.rule }));
+    }
+    return answer(res, 200, { 'racklb-outcome': outcome.outcome, 'racklb-detail': outcome.detail });
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return {
+    server,
+    url: `http://${host}:${addr.port}/`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,127 @@
+/**
+ * Reads the whole stored state into one document: what `racklb state` prints, and what the
+ * inspection tools build on. Routes per rack are derived here with the same core function the
+ * speaker uses, so the two can never disagree.
+ */
+import { effectiveConf } from '../core/peers.js';
+import { routesForRack } from '../core/intents.js';
+import type { Allocation, BgpPeerRecord, NextHopCandidate, RackBgpConf, ServiceIpIntent } from '../core/types.js';
+import { EFFECTIVE_BGPCONF } from '../../functions/on-bgppeer/handler.js';
+import { UNRACKED } from '../store/keys.js';
+import type { Reader, Store } from '../store/store.js';
+
+export interface PeerView {
+  name: string;
+  address: string;
+  asn: number;
+}
+
+export interface StateDocument {
+  generation: string | null;
+  revision: number;
+  complete: boolean;
+  racks: Record<string, { nodes: string[]; nextHops: Record<string, NextHopCandidate>; bgp: RackBgpConf | null; routes: Record<string, string[]> }>;
+  unracked: { nodes: string[]; nextHops: Record<string, NextHopCandidate> };
+  services: Record<string, { ip: string | null; pool: string | null; policy: string | null; pending: string | null }>;
+  intents: Record<string, ServiceIpIntent>;
+  peers: Record<string, PeerView[]>;
+  sessions: Record<string, Record<string, unknown>>;
+}
+
+export async function readRackCandidates(r: Reader, rack: string | undefined): Promise<NextHopCandidate[]> {
+  const own = rack === undefined ? new Map<string, NextHopCandidate>() : await r.hashJson<NextHopCandidate>(r.keys.rackNextHops(rack));
+  const unracked = await r.hashJson<NextHopCandidate>(r.keys.rackNextHops(UNRACKED));
+  return [...own.values(), ...unracked.values()];
+}
+
+export async function readState(store: Store): Promise<StateDocument> {
+  const r = store.reader;
+  const k = store.keys;
+  const meta = await r.redis.hgetall(k.meta());
+  const intents = await r.hashJson<ServiceIpIntent>(k.intents());
+  const intentList = [...intents.values()];
+  const conf = await r.record('BgpConf', EFFECTIVE_BGPCONF);
+
+  const racks: StateDocument['racks'] = {};
+  for (const rack of (await r.redis.smembers(k.racks())).sort()) {
+    const nextHops = await r.hashJson<NextHopCandidate>(k.rackNextHops(rack));
+    const candidates = await readRackCandidates(r, rack);
+    racks[rack] = {
+      nodes: (await r.redis.smembers(k.rackNodes(rack))).sort(),
+      nextHops: Object.fromEntries([...nextHops].sort()),
+      bgp: effectiveConf(conf, rack) ?? null,
+      routes: routesForRack(candidates, intentList),
+    };
+  }
+  const unrackedHops = await r.hashJson<NextHopCandidate>(k.rackNextHops(UNRACKED));
+
+  const services: StateDocument['services'] = {};
+  const svcIps = await r.redis.hgetall(k.serviceIps());
+  const pending = await r.redis.hgetall(k.pending());
+  const allocations = await r.hashJson<Allocation>(k.allocations());
+  for (const svc of await r.allRecords('Service')) {
+    if (!svc.managed && !(svc.key in svcIps)) continue;
+    const ip = svcIps[svc.key] ?? null;
+    services[svc.key] = {
+      ip,
+      pool: ip ? (allocations.get(ip)?.pool ?? null) : null,
+      policy: svc.externalTrafficPolicy,
+      pending: pending[svc.key] ?? null,
+    };
+  }
+
+  const peers: StateDocument['peers'] = {};
+  const sessions: StateDocument['sessions'] = {};
+  for (const node of (await r.redis.smembers(k.speakers())).sort()) {
+    const raw = await r.redis.get(k.peers(node));
+    let list: BgpPeerRecord[] = [];
+    try {
+      list = raw ? (JSON.parse(raw) as BgpPeerRecord[]) : [];
+    } catch {
+      list = [];
+    }
+    peers[node] = list.map((p) => ({ name: p.name, address: p.neighborAddress, asn: p.peerAs }));
+    const s = await r.hashJson<Record<string, unknown>>(k.sessions(node));
+    sessions[node] = Object.fromEntries(s);
+  }
+
+  return {
+    generation: meta.generation ?? null,
+    revision: Number(meta.rev ?? 0),
+    complete: meta.complete === '1',
+    racks,
+    unracked: { nodes: (await r.redis.smembers(k.rackNodes(UNRACKED))).sort(), nextHops: Object.fromEntries([...unrackedHops].sort()) },
+    services,
+    intents: Object.fromEntries([...intents].sort()),
+    peers,
+    sessions,
+  };
+}
+
+/** A person's view: one block per rack, then Services, then speakers and their peers. */
+export function formatState(doc: StateDocument): string {
+  const lines: string[] = [];
+  lines.push(`store generation ${doc.generation ?? '(empty)'}, revision ${doc.revision}, ${doc.complete ? 'complete' : 'not marked complete (speakers withdraw nothing)'}`);
+  for (const [rack, view] of Object.entries(doc.racks)) {
+    lines.push('', `rack ${rack}  (AS ${view.bgp?.as ?? '?'}; nodes: ${view.nodes.join(', ') || 'none'})`);
+    const routes = Object.entries(view.routes);
+    if (routes.length === 0) lines.push('  no routes');
+    for (const [prefix, hops] of routes) lines.push(`  ${prefix.padEnd(22)} -> ${hops.join(', ')}`);
+  }
+  if (doc.unracked.nodes.length) lines.push('', `nodes without a rack label (next-hop candidates in every rack): ${doc.unracked.nodes.join(', ')}`);
+  lines.push('', 'services');
+  const services = Object.entries(doc.services);
+  if (services.length === 0) lines.push('  none');
+  for (const [key, s] of services) lines.push(`  ${key.padEnd(30)} ${s.ip ?? '-'}${s.pool ? ` (Eip ${s.pool})` : ''}${s.pending ? `  pending: ${s.pending}` : ''}`);
+  lines.push('', 'speakers');
+  const speakers = Object.entries(doc.peers);
+  if (speakers.length === 0) lines.push('  none');
+  for (const [node, peers] of speakers) {
+    lines.push(`  ${node}: ${peers.length ? peers.map((p) => `${p.name} ${p.address} AS ${p.asn}`).join('; ') : 'no peers'}`);
+    for (const [addr, st] of Object.entries(doc.sessions[node] ?? {})) {
+      const s = st as { sessionState?: string; uptimeSeconds?: number };
+      lines.push(`      session ${addr}: ${s.sessionState ?? '?'}${s.uptimeSeconds ? `, up ${s.uptimeSeconds}s` : ''}`);
+    }
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,310 @@
+/**
+ * racklb's state in Redis. Handlers read and write only through this module, so the key schema
+ * (keys.ts) and the atomicity rules live in one place.
+ *
+ * Atomicity: a handler runs inside `transact`: it WATCHes the keys its decision depends on, reads,
+ * decides in pure code, and queues its writes in one MULTI/EXEC. If another writer touched a
+ * watched key meanwhile, EXEC does nothing and the whole read-decide-write runs again. So a
+ * failure (Redis gone mid-way, conflict) leaves nothing half-written.
+ */
+import { randomUUID } from 'node:crypto';
+import type { ChainableCommander, Redis } from 'ioredis';
+import { RacklbError } from '../errors.js';
+import type { Kind, KubeRecord } from '../core/types.js';
+import type { StoredVersion } from '../core/versions.js';
+import { Keys } from './keys.js';
+import { connectRedis, storeError, type ConnectOptions } from './redis.js';
+
+export type StoredObject =
+  | { deleted: false; record: KubeRecord }
+  | { deleted: true; kind: Kind; key: string; uid: string; resourceVersion: string; deletedAt: string };
+
+/** How long a tombstone keeps a late add from resurrecting a deleted object. */
+export const TOMBSTONE_TTL_MS = 24 * 60 * 60 * 1000;
+/** Change notifications kept; a speaker that falls further behind does a full reconcile. */
+export const CHANGES_MAXLEN = 100_000;
+export const JOURNAL_MAXLEN = 100_000;
+const MAX_ATTEMPTS = 50;
+
+/** Where a change applies: one rack, every rack, or one speaker node. */
+export type ChangeScope = { rack: string } | { node: string } | 'all';
+export type ChangeTopic = 'nexthops' | 'intent' | 'peers' | 'conf' | 'node';
+
+export interface Change {
+  scope: ChangeScope;
+  topic: ChangeTopic;
+  /** What changed: a node name, an IP, a BgpPeer name. */
+  subject: string;
+}
+
+// One script so the revision and the stream entry can never disagree. It also creates the store's
+// generation the first time anything is written (see docs/state.md, the empty-store guard).
+const NOTIFY_LUA = `
+redis.call('HSETNX', KEYS[1], 'generation', ARGV[5])
+local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'rev', rev, 'scope', ARGV[2], 'topic', ARGV[3], 'subject', ARGV[4])
+return rev
+`;
+
+type NotifyCommander = ChainableCommander & {
+  racklbNotify(meta: string, stream: string, maxlen: number, scope: string, topic: string, subject: string, generation: string): ChainableCommander;
+};
+
+export function encodeScope(scope: ChangeScope): string {
+  if (scope === 'all') return 'all';
+  return 'rack' in scope ? `rack:${scope.rack}` : `node:${scope.node}`;
+}
+
+export function decodeScope(text: string): ChangeScope | undefined {
+  if (text === 'all') return 'all';
+  if (text.startsWith('rack:')) return { rack: text.slice(5) };
+  if (text.startsWith('node:')) return { node: text.slice(5) };
+  return undefined;
+}
+
+/** What a handler queues inside MULTI. Typed helpers keep key names out of handlers. */
+export class TxWriter {
+  private readonly notified = new Set<string>();
+
+  constructor(
+    readonly multi: ChainableCommander,
+    readonly keys: Keys,
+  ) {}
+
+  putObject(record: KubeRecord): void {
+    const stored: StoredObject = { deleted: false, record };
+    this.multi.set(this.keys.object(record.kind, record.key), JSON.stringify(stored));
+    this.multi.sadd(this.keys.index(record.kind), record.key);
+    this.multi.incr(this.keys.epoch(record.kind));
+  }
+
+  tombstone(kind: Kind, key: string, uid: string, resourceVersion: string): void {
+    const stored: StoredObject = { deleted: true, kind, key, uid, resourceVersion, deletedAt: new Date().toISOString() };
+    this.multi.set(this.keys.object(kind, key), JSON.stringify(stored), 'PX', TOMBSTONE_TTL_MS);
+    this.multi.srem(this.keys.index(kind), key);
+    this.multi.incr(this.keys.epoch(kind));
+  }
+
+  /** Queues one change notification; the same change twice in a transaction is sent once. */
+  notify(change: Change): void {
+    const scope = encodeScope(change.scope);
+    const id = `${scope}|${change.topic}|${change.subject}`;
+    if (this.notified.has(id)) return;
+    this.notified.add(id);
+    (this.multi as NotifyCommander).racklbNotify(this.keys.meta(), this.keys.changes(), CHANGES_MAXLEN, scope, change.topic, change.subject, randomUUID());
+  }
+}
+
+/** Read helpers over any connection (the watched one inside a transaction). */
+export class Reader {
+  constructor(
+    readonly redis: Redis,
+    readonly keys: Keys,
+  ) {}
+
+  async object(kind: Kind, key: string): Promise<StoredObject | undefined> {
+    return parseStored(await this.redis.get(this.keys.object(kind, key)), this.keys.object(kind, key));
+  }
+
+  async record<K extends Kind>(kind: K, key: string): Promise<Extract<KubeRecord, { kind: K }> | undefined> {
+    const stored = await this.object(kind, key);
+    return stored && !stored.deleted ? (stored.record as Extract<KubeRecord, { kind: K }>) : undefined;
+  }
+
+  async records<K extends Kind>(kind: K, keys: readonly string[]): Promise<Extract<KubeRecord, { kind: K }>[]> {
+    if (keys.length === 0) return [];
+    const out: Extract<KubeRecord, { kind: K }>[] = [];
+    const values = await this.redis.mget(keys.map((k) => this.keys.object(kind, k)));
+    values.forEach((value, i) => {
+      const stored = safeParseStored(value, this.keys.object(kind, keys[i] ?? ''));
+      if (stored && !stored.deleted && stored.record.kind === kind) out.push(stored.record as Extract<KubeRecord, { kind: K }>);
+    });
+    return out;
+  }
+
+  /** Every live object of a kind, sorted by key. Malformed records are skipped, never fatal. */
+  async allRecords<K extends Kind>(kind: K): Promise<Extract<KubeRecord, { kind: K }>[]> {
+    const keys = (await this.redis.smembers(this.keys.index(kind))).sort();
+    return this.records(kind, keys);
+  }
+
+  async hashJson<T>(key: string): Promise<Map<string, T>> {
+    const raw = await this.redis.hgetall(key);
+    const out = new Map<string, T>();
+    for (const [field, value] of Object.entries(raw)) {
+      try {
+        out.set(field, JSON.parse(value) as T);
+      } catch {
+        // A malformed entry is skipped; `racklb state` reports it.
+      }
+    }
+    return out;
+  }
+}
+
+export function storedVersion(stored: StoredObject | undefined): StoredVersion | undefined {
+  if (stored === undefined) return undefined;
+  return stored.deleted
+    ? { uid: stored.uid, resourceVersion: stored.resourceVersion, deleted: true }
+    : { uid: stored.record.uid, resourceVersion: stored.record.resourceVersion, deleted: false };
+}
+
+function parseStored(value: string | null, key: string): StoredObject | undefined {
+  if (value === null) return undefined;
+  try {
+    const parsed = JSON.parse(value) as StoredObject;
+    if (typeof parsed !== 'object' || parsed === null || typeof parsed.deleted !== 'boolean') throw new Error('not a stored object');
+    return parsed;
+  } catch (err) {
+    throw new RacklbError('RACKLB_CORRUPT_RECORD', `${key}: stored value is not a racklb record (${(err as Error).message})`, { cause: err });
+  }
+}
+
+function safeParseStored(value: string | null, key: string): StoredObject | undefined {
+  try {
+    return parseStored(value, key);
+  } catch {
+    return undefined;
+  }
+}
+
+export interface TxPlan<T> {
+  result: T;
+  /** Omitted when the decision is to write nothing (a stale event, an unchanged object). */
+  write?: (w: TxWriter) => void;
+}
+
+export interface StoreOptions extends ConnectOptions {
+  prefix?: string;
+  /** Connections for transactions (WATCH is per connection). */
+  poolSize?: number;
+}
+
+export class Store {
+  readonly keys: Keys;
+  readonly redis: Redis;
+  readonly reader: Reader;
+  private readonly idle: Redis[] = [];
+  private readonly waiting: ((r: Redis) => void)[] = [];
+  private created = 0;
+  private readonly poolSize: number;
+  private closed = false;
+
+  constructor(redis: Redis, opts: { prefix?: string; poolSize?: number } = {}) {
+    this.keys = new Keys(opts.prefix);
+    this.redis = redis;
+    defineScripts(redis);
+    this.reader = new Reader(redis, this.keys);
+    this.poolSize = opts.poolSize ?? 8;
+  }
+
+  static open(url: string, opts: StoreOptions = {}): Store {
+    return new Store(connectRedis(url, opts), opts);
+  }
+
+  async connect(): Promise<void> {
+    if (this.redis.status === 'wait') {
+      await this.redis.connect().catch((err: unknown) => {
+        throw storeError(err, 'connect');
+      });
+    }
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await this.redis.ping();
+    } catch (err) {
+      throw storeError(err, 'PING');
+    }
+  }
+
+  /**
+   * Read, decide, write atomically; retried from the start when a watched key changed meanwhile.
+   * `body` must be free of side effects other than reads: it may run several times.
+   */
+  async transact<T>(watch: readonly string[], body: (r: Reader) => Promise<TxPlan<T>>): Promise<T> {
+    const conn = await this.acquire();
+    let healthy = true;
+    try {
+      for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+        if (watch.length > 0) await conn.watch(...watch);
+        let plan: TxPlan<T>;
+        try {
+          plan = await body(new Reader(conn, this.keys));
+        } catch (err) {
+          await conn.unwatch().catch(() => undefined);
+          throw err;
+        }
+        if (!plan.write) {
+          await conn.unwatch();
+          return plan.result;
+        }
+        const multi = conn.multi();
+        plan.write(new TxWriter(multi, this.keys));
+        const results = await multi.exec();
+        if (results === null) continue; // a watched key changed: decide again on fresh data
+        for (const [err] of results) {
+          if (err) throw storeError(err, 'EXEC');
+        }
+        return plan.result;
+      }
+      throw new RacklbError('RACKLB_STORE_CONFLICT', `gave up after ${MAX_ATTEMPTS} attempts: the keys kept changing under concurrent writers (${watch.join(', ')})`);
+    } catch (err) {
+      if (!(err instanceof RacklbError) || err.code === 'RACKLB_STORE_UNAVAILABLE') healthy = false;
+      throw err instanceof RacklbError ? err : storeError(err, 'transaction');
+    } finally {
+      this.release(conn, healthy);
+    }
+  }
+
+  async appendJournal(fields: Record<string, string>): Promise<void> {
+    const flat: string[] = [];
+    for (const [k, v] of Object.entries(fields)) flat.push(k, v);
+    try {
+      await this.redis.xadd(this.keys.journal(), 'MAXLEN', '~', String(JOURNAL_MAXLEN), '*', ...flat);
+    } catch (err) {
+      throw storeError(err, 'XADD journal');
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const conn of this.idle.splice(0)) conn.disconnect();
+    this.redis.disconnect();
+  }
+
+  private async acquire(): Promise<Redis> {
+    const conn = this.idle.pop();
+    if (conn) return conn;
+    if (this.created < this.poolSize) {
+      this.created++;
+      const dup = this.redis.duplicate();
+      dup.on('error', () => undefined);
+      defineScripts(dup);
+      return dup;
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(conn: Redis, healthy: boolean): void {
+    if (this.closed) {
+      conn.disconnect();
+      return;
+    }
+    // A connection whose WATCH state is unknown after an error is dropped, not reused.
+    if (!healthy) {
+      conn.disconnect();
+      this.created--;
+      const next = this.waiting.shift();
+      if (next) void this.acquire().then(next);
+      return;
+    }
+    const next = this.waiting.shift();
+    if (next) next(conn);
+    else this.idle.push(conn);
+  }
+}
+
+function defineScripts(redis: Redis): void {
+  if (!('racklbNotify' in redis)) redis.defineCommand('racklbNotify', { numberOfKeys: 2, lua: NOTIFY_LUA });
+}
