@@ -1,0 +1,93 @@
+/**
+ * The three functions served in-process over real HTTP against a real Redis, and a client that
+ * posts Kubernetes objects to them as ApiServerSource's CloudEvents.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { pino } from 'pino';
+import { request } from 'undici';
+import { apiServerEvent, toHttpMessage, type KubeAction } from '../../src/events/codec.js';
+import { FUNCTIONS, functionFor } from '../../src/functions.js';
+import { serveFunction, type FunctionServer } from '../../src/serve/http.js';
+import type { Kind } from '../../src/core/types.js';
+import type { FunctionName } from '../../src/store/keys.js';
+import { Store } from '../../src/store/store.js';
+import type { StateDocument } from '../../src/state/read.js';
+
+const run = promisify(execFile);
+
+export interface ServedFunctions {
+  store: Store;
+  urls: Record<FunctionName, string>;
+  close(): Promise<void>;
+}
+
+export async function serveAll(redisUrl: string, prefix = 'racklb'): Promise<ServedFunctions> {
+  const store = Store.open(redisUrl, { prefix, failFast: true });
+  await store.connect();
+  const logger = pino({ level: 'silent' });
+  const servers: FunctionServer[] = [];
+  const urls = {} as Record<FunctionName, string>;
+  for (const def of Object.values(FUNCTIONS)) {
+    const s = await serveFunction(def, { store, logger }, { host: '127.0.0.1', port: 0 });
+    servers.push(s);
+    urls[def.name] = s.url;
+  }
+  return {
+    store,
+    urls,
+    close: async () => {
+      for (const s of servers) await s.close();
+      await store.close();
+    },
+  };
+}
+
+export interface Answer {
+  status: number;
+  outcome: string | undefined;
+  detail: string | undefined;
+  body: string;
+}
+
+export async function postTo(url: string, headers: Record<string, string>, body: string): Promise<Answer> {
+  const res = await request(url, { method: 'POST', headers, body, headersTimeout: 10_000, bodyTimeout: 10_000 });
+  const text = await res.body.text();
+  const h = (name: string): string | undefined => {
+    const v = res.headers[name];
+    return Array.isArray(v) ? v[0] : v;
+  };
+  return { status: res.statusCode, outcome: h('racklb-outcome'), detail: h('racklb-detail'), body: text };
+}
+
+/** Posts an object to the function that owns its kind, as a binary-mode CloudEvent. */
+export async function send(fns: ServedFunctions, action: KubeAction, object: Record<string, unknown>): Promise<Answer> {
+  const def = functionFor(object.kind as Kind);
+  const { headers, body } = toHttpMessage(apiServerEvent(action, object, 'https://kubernetes.default.svc'));
+  return postTo(fns.urls[def.name], headers, body);
+}
+
+/** `racklb state --json`, run as a user would. */
+export async function stateJson(redisUrl: string, prefix = 'racklb'): Promise<StateDocument> {
+  const { stdout } = await run(process.execPath, ['bin/racklb.js', 'state', '--json', '--redis', redisUrl, '--prefix', prefix], { timeout: 20_000 });
+  return JSON.parse(stdout) as StateDocument;
+}
+
+/** Every key of a prefix with its full value, for byte-for-byte comparisons (journal excluded). */
+export async function snapshot(store: Store): Promise<string> {
+  const keys = (await store.redis.keys(`{${store.keys.prefix}}:*`)).filter((k) => k !== store.keys.journal()).sort();
+  const out: string[] = [];
+  for (const key of keys) {
+    const dump = await store.redis.dumpBuffer(key);
+    out.push(`${key}=${dump ? dump.toString('base64') : 'nil'}`);
+  }
+  return out.join('\n');
+}
+
+/** Bumps resourceVersion as the API server would on an update. */
+export function withVersion<T extends Record<string, unknown>>(object: T, resourceVersion: string, mutate?: (o: T) => void): T {
+  const copy = structuredClone(object);
+  (copy.metadata as Record<string, unknown>).resourceVersion = resourceVersion;
+  mutate?.(copy);
+  return copy;
+}
