@@ -92,7 +92,8 @@ export function subnetToward(neighbor: string, locals: readonly LocalAddress[]):
   for (const l of locals) {
     const a = ipaddr.process(l.address);
     if (a.kind() !== n.kind()) continue;
-    const network: Subnet = [a, l.prefixLength];
+    const cidr = `${a.toString()}/${l.prefixLength}`;
+    const network: Subnet = [a.kind() === 'ipv4' ? ipaddr.IPv4.networkAddressFromCIDR(cidr) : ipaddr.IPv6.networkAddressFromCIDR(cidr), l.prefixLength];
     if (inSubnet(n, network)) return network;
   }
   return undefined;
@@ -161,36 +162,42 @@ export interface PeerPlan {
   remove: string[];
 }
 
-/** gobgpd does not return the MD5 password, so `appliedPasswords` remembers what we set. */
-export function planPeers(desired: readonly GobgpPeerConfig[], current: readonly GobgpPeerStatus[], appliedPasswords: ReadonlyMap<string, string | undefined>): PeerPlan {
+/**
+ * gobgpd resets a session on every UpdatePeer, even an identical one, and reads peers back with
+ * defaults filled in (timers, local AS, listen addresses). So a peer is compared with the config
+ * the speaker last applied; a peer adopted from a gobgpd the speaker did not configure itself
+ * (after a speaker restart) is compared only on what reads back faithfully, so adopting it never
+ * resets the session.
+ */
+export function planPeers(desired: readonly GobgpPeerConfig[], current: readonly GobgpPeerStatus[], applied: ReadonlyMap<string, GobgpPeerConfig>): PeerPlan {
   const have = new Map(current.map((p) => [p.neighborAddress, p]));
   const want = new Map(desired.map((p) => [p.neighborAddress, p]));
   const plan: PeerPlan = { add: [], update: [], remove: [] };
   for (const [addr, cfg] of want) {
     const cur = have.get(addr);
-    if (!cur) plan.add.push(cfg);
-    else if (!samePeerConfig(cfg, cur.config) || (appliedPasswords.has(addr) && appliedPasswords.get(addr) !== cfg.authPassword)) plan.update.push(cfg);
+    if (!cur) {
+      plan.add.push(cfg);
+      continue;
+    }
+    const last = applied.get(addr);
+    const same = last ? JSON.stringify(canonicalPeer(last)) === JSON.stringify(canonicalPeer(cfg)) : sameOnReadback(cfg, cur.config);
+    if (!same) plan.update.push(cfg);
   }
   for (const addr of have.keys()) if (!want.has(addr)) plan.remove.push(addr);
   return plan;
 }
 
-function samePeerConfig(a: GobgpPeerConfig, b: GobgpPeerConfig): boolean {
-  const norm = (c: GobgpPeerConfig): unknown => ({
-    peerAs: c.peerAs,
-    localAs: c.localAs ?? 0,
-    multihop: c.ebgpMultihop.enabled ? c.ebgpMultihop.multihopTtl : 0,
-    passive: c.transport.passiveMode,
-    remotePort: c.transport.remotePort ?? 179,
-    holdTime: c.timers.holdTime ?? 90,
-    keepalive: c.timers.keepaliveInterval ?? (c.timers.holdTime ?? 90) / 3,
-    connectRetry: c.timers.connectRetry ?? 5,
-    families: [...c.families].sort(),
-    sendMax: c.addPathsSendMax,
-    gr: c.gracefulRestart?.enabled ?? false,
-    grTime: c.gracefulRestart?.enabled ? c.gracefulRestart.restartTime : 0,
-  });
-  return JSON.stringify(norm(a)) === JSON.stringify(norm(b));
+function canonicalPeer(c: GobgpPeerConfig): unknown {
+  return { ...c, families: [...c.families].sort() };
+}
+
+function sameOnReadback(want: GobgpPeerConfig, read: GobgpPeerConfig): boolean {
+  return (
+    want.peerAs === read.peerAs &&
+    want.transport.passiveMode === read.transport.passiveMode &&
+    want.ebgpMultihop.enabled === read.ebgpMultihop.enabled &&
+    [...want.families].sort().join() === [...read.families].sort().join()
+  );
 }
 
 export function sameGlobal(a: GobgpGlobalConfig, b: GobgpGlobalConfig): boolean {

@@ -13,7 +13,7 @@ import type { Redis } from 'ioredis';
 import { effectiveConf } from '../src/core/peers.js';
 import type { BgpConfRecord, BgpPeerRecord, Family, NextHopCandidate, NodeRecord, ServiceIpIntent } from '../src/core/types.js';
 import { EFFECTIVE_BGPCONF } from '../functions/on-bgppeer/handler.js';
-import type { GobgpClient, GobgpGlobalConfig, GobgpPath, GobgpPeerStatus } from '../src/gobgp/client.js';
+import type { GobgpClient, GobgpGlobalConfig, GobgpPath, GobgpPeerConfig, GobgpPeerStatus } from '../src/gobgp/client.js';
 import { readRackCandidates } from '../src/state/read.js';
 import type { Reader, Store } from '../src/store/store.js';
 import { decodeScope } from '../src/store/store.js';
@@ -64,7 +64,7 @@ export class Speaker {
   private trustedGeneration: string | undefined;
   private pathsByIp = new Map<string, GobgpPath[]>();
   private advertised = new Map<string, GobgpPath>();
-  private appliedPasswords = new Map<string, string | undefined>();
+  private appliedPeers = new Map<string, GobgpPeerConfig>();
   private gobgpGlobal: GobgpGlobalConfig | undefined;
   private gobgpReady = false;
   private lastRev = 0;
@@ -371,15 +371,15 @@ export class Speaker {
       const wanted = desired.peers.map((p) => peerConfig(p, sendMax));
       this.peerNames = new Map(desired.peers.map((p) => [p.neighborAddress, p.name]));
       const current = [...this.sessions.values()];
-      const peerPlan = planPeers(wanted, current, this.appliedPasswords);
+      const peerPlan = planPeers(wanted, current, this.appliedPeers);
       for (const p of peerPlan.add) {
         await this.o.gobgp.addPeer(p);
-        this.appliedPasswords.set(p.neighborAddress, p.authPassword);
+        this.appliedPeers.set(p.neighborAddress, p);
         this.log.info({ peer: this.peerNames.get(p.neighborAddress), neighbor: p.neighborAddress, peerAs: p.peerAs }, 'peer added');
       }
       for (const p of peerPlan.update) {
         await this.o.gobgp.updatePeer(p);
-        this.appliedPasswords.set(p.neighborAddress, p.authPassword);
+        this.appliedPeers.set(p.neighborAddress, p);
         this.log.info({ peer: this.peerNames.get(p.neighborAddress), neighbor: p.neighborAddress }, 'peer updated');
       }
       for (const addr of peerPlan.remove) {
@@ -388,7 +388,7 @@ export class Speaker {
           continue;
         }
         await this.o.gobgp.deletePeer(addr);
-        this.appliedPasswords.delete(addr);
+        this.appliedPeers.delete(addr);
         this.log.info({ neighbor: addr }, 'peer removed');
       }
       if (peerPlan.add.length || peerPlan.update.length || peerPlan.remove.length) await this.refreshSessions();
@@ -424,7 +424,7 @@ export class Speaker {
     const onSkip = (nextHop: string, node: string): void => {
       if (this.skippedLogged.has(nextHop)) return;
       this.skippedLogged.add(nextHop);
-      this.log.info({ nextHop, node, reason: filter.explain(nextHop) }, 'next hop not announced');
+      this.log.info({ nextHop, nextHopNode: node, reason: filter.explain(nextHop) }, 'next hop not announced');
     };
     const recompute = (ip: string): void => {
       const intent = desired.intents.get(ip);

@@ -6,6 +6,7 @@ import { isRacklbError } from '../errors.js';
 import { registerServe } from './serve.js';
 import { registerState } from './state.js';
 import { registerSpeaker } from './speaker.js';
+import { registerLab } from './lab.js';
 
 export function parsePort(value: string): number {
   const n = Number(value);
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerState(program);
   registerSpeaker(program);
+  registerLab(program);
   return program;
 }
 
