@@ -144,6 +144,17 @@ export function failOnRejections(list: Delivery[]): void {
   if (bad.length > 0) throw new RacklbError('RACKLB_LAB', bad.map((d) => `${d.key}: ${d.outcome} (${d.status}) ${d.detail}`).join('\n'));
 }
 
+/** Stops the lab's Redis (SIGKILL: nothing is flushed, like a crash). */
+export async function stopLabRedis(): Promise<void> {
+  await killPidFile(join(REDIS_DIR, 'redis.pid'), 'SIGKILL');
+}
+
+/** Starts the lab's Redis again; `empty` first drops its append-only file, as a restart without persistence would. */
+export async function startLabRedis(opts: { empty?: boolean } = {}): Promise<void> {
+  if (opts.empty) rmSync(join(REDIS_DIR, 'appendonlydir'), { recursive: true, force: true });
+  await startRedis();
+}
+
 async function startRedis(): Promise<void> {
   const sock = LAB_REDIS_URL.slice('unix://'.length);
   rmSync(sock, { force: true });
