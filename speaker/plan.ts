@@ -191,15 +191,23 @@ function canonicalPeer(c: GobgpPeerConfig): unknown {
   return { ...c, families: [...c.families].sort() };
 }
 
+/** Fields gobgpd reads back as set; a field the BgpPeer leaves unset is not compared (gobgpd fills in its default). */
 function sameOnReadback(want: GobgpPeerConfig, read: GobgpPeerConfig): boolean {
-  return (
-    want.peerAs === read.peerAs &&
-    want.transport.passiveMode === read.transport.passiveMode &&
-    want.ebgpMultihop.enabled === read.ebgpMultihop.enabled &&
-    [...want.families].sort().join() === [...read.families].sort().join()
-  );
+  const setAndDiffers = (w: number | undefined, r: number | undefined): boolean => w !== undefined && w !== r;
+  if (want.peerAs !== read.peerAs || want.transport.passiveMode !== read.transport.passiveMode) return false;
+  if (want.ebgpMultihop.enabled !== read.ebgpMultihop.enabled || (want.ebgpMultihop.enabled && want.ebgpMultihop.multihopTtl !== read.ebgpMultihop.multihopTtl)) return false;
+  if ([...want.families].sort().join() !== [...read.families].sort().join() || want.addPathsSendMax !== read.addPathsSendMax) return false;
+  if ((want.gracefulRestart?.enabled ?? false) !== (read.gracefulRestart?.enabled ?? false)) return false;
+  if (want.gracefulRestart?.enabled && want.gracefulRestart.restartTime !== read.gracefulRestart?.restartTime) return false;
+  if (setAndDiffers(want.localAs, read.localAs) || setAndDiffers(want.transport.remotePort, read.transport.remotePort)) return false;
+  return !(setAndDiffers(want.timers.holdTime, read.timers.holdTime) || setAndDiffers(want.timers.keepaliveInterval, read.timers.keepaliveInterval) || setAndDiffers(want.timers.connectRetry, read.timers.connectRetry));
 }
 
-export function sameGlobal(a: GobgpGlobalConfig, b: GobgpGlobalConfig): boolean {
-  return a.asn === b.asn && a.routerId === b.routerId && a.listenPort === b.listenPort && [...a.listenAddresses].sort().join() === [...b.listenAddresses].sort().join();
+/**
+ * gobgpd reads an empty listen address list back as its defaults (0.0.0.0 and ::), so an empty
+ * desired list matches those. A false difference here would restart BGP and drop every route.
+ */
+export function sameGlobal(want: GobgpGlobalConfig, have: GobgpGlobalConfig): boolean {
+  const addresses = (list: readonly string[]): string => (list.length === 0 ? ['0.0.0.0', '::'] : [...list]).sort().join();
+  return want.asn === have.asn && want.routerId === have.routerId && want.listenPort === have.listenPort && addresses(want.listenAddresses) === addresses(have.listenAddresses);
 }

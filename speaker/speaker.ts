@@ -329,7 +329,7 @@ export class Speaker {
       const node = desired.node;
       const conf = effectiveConf(desired.conf, node?.rack);
       if (!node || !conf) {
-        this.log.warn({ node: this.o.node, hasNode: !!node, hasBgpConf: !!desired.conf }, 'no Node record or no BgpConf "default" yet: leaving gobgpd as it is');
+        this.log.warn({ hasNode: !!node, hasBgpConf: !!desired.conf }, 'no Node record or no BgpConf "default" yet: leaving gobgpd as it is');
         return;
       }
       const global = globalConfig(node, conf);

@@ -105,7 +105,7 @@ export interface EipRecord extends ObjectMeta {
   size: string;
   disable: boolean;
   isDefault: boolean;
-  /** Higher is preferred among namespace-bound pools. */
+  /** Among namespace-bound pools a smaller number is preferred, as in OpenELB (default 0). */
   priority: number;
   namespaces: string[];
   namespaceSelector: LabelSelector | undefined;
@@ -146,7 +146,9 @@ export interface BgpConfRecord extends ObjectMeta {
   as: number;
   asPerRack: Record<string, number>;
   routerId: string | undefined;
+  /** 179 (GoBGP's default) when unset; -1: open no listener. */
   listenPort: number;
+  /** Empty: GoBGP's default (every address). */
   listenAddresses: string[];
   gracefulRestart: GracefulRestart | undefined;
 }

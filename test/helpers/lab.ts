@@ -2,10 +2,11 @@
  * End-to-end helpers: the lab driven through its CLI, as a user drives it, and router views read
  * from the kernel tables.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { readRoutes } from '../../src/lab/routes.js';
 import { waitFor } from '../../src/lab/process.js';
+import { netnsName } from '../../src/lab/paths.js';
 
 const run = promisify(execFile);
 
@@ -49,28 +50,50 @@ export async function waitForRoute(router: string, prefix: string, hops: string[
 }
 
 export interface Sampler {
-  /** Stops sampling; resolves with the samples where the prefix did not have exactly `hops`. */
+  /** Stops sampling; resolves with the number of reads and every moment the route differed. */
   stop(): Promise<{ samples: number; bad: string[] }>;
 }
 
-/** Reads the router's table every `intervalMs` and records every moment the route differed. */
+/**
+ * Watches a route two ways: `ip monitor route` reports every change the kernel makes to it (so
+ * nothing between two reads is missed), and a read of the whole table every `intervalMs` checks
+ * the state itself. Any moment the prefix is not routed via exactly `hops` is recorded.
+ */
 export function sampleRoute(router: string, prefix: string, hops: string[], intervalMs = 50): Sampler {
   const want = JSON.stringify([...hops].sort());
+  const host = prefix.replace(/\/(32|128)$/, '');
   let running = true;
   let samples = 0;
   const bad: string[] = [];
+  const monitor = spawn('ip', ['-o', '-n', netnsName(router), 'monitor', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let buffer = '';
+  monitor.stdout.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString('utf8');
+    const lines = buffer.split('\n');
+    buffer = lines.pop() ?? '';
+    for (const line of lines) {
+      const words = line.trim().split(/\s+/);
+      const deleted = words[0] === 'Deleted';
+      const dst = deleted ? words[1] : words[0];
+      if (dst !== host && dst !== prefix) continue;
+      const vias = [...line.matchAll(/via (\S+)/g)].map((m) => m[1] ?? '').sort();
+      if (deleted || JSON.stringify(vias) !== want) bad.push(`${new Date().toISOString()} monitor: ${line.trim()}`);
+    }
+  });
   const loop = (async () => {
     while (running) {
-      const got = JSON.stringify(((await readRoutes(router, 'ipv4'))[prefix] ?? []).sort());
+      const started = Date.now();
+      const got = JSON.stringify(((await readRoutes(router, prefix.includes(':') ? 'ipv6' : 'ipv4'))[prefix] ?? []).sort());
       samples++;
-      if (got !== want) bad.push(`${new Date().toISOString()} ${got}`);
-      await new Promise((r) => setTimeout(r, intervalMs));
+      if (got !== want) bad.push(`${new Date().toISOString()} read: ${got}`);
+      await new Promise((r) => setTimeout(r, Math.max(0, intervalMs - (Date.now() - started))));
     }
   })();
   return {
     stop: async () => {
       running = false;
       await loop;
+      monitor.kill('SIGKILL');
       return { samples, bad };
     },
   };

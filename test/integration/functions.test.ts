@@ -3,7 +3,7 @@
  * example in, `racklb state --json` out.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { bgpPeer, eip, endpointSlice, node, porterLbExample, service } from '../unit/core/fixtures.js';
+import { bgpPeer, eip, endpointSlice, node, porterLbExample, service } from '../helpers/fixtures.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 import { postTo, send, serveAll, snapshot, stateJson, withVersion, type ServedFunctions } from '../helpers/functions.js';
 import { apiServerEvent, toHttpMessage, toStructuredJson } from '../../src/events/codec.js';

@@ -3,7 +3,7 @@ import { parseBgpPeer } from '../../../src/core/objects.js';
 import type { GobgpPath, GobgpPeerConfig, GobgpPeerStatus } from '../../../src/gobgp/client.js';
 import type { ServiceIpIntent } from '../../../src/core/types.js';
 import { addPathSendMax, nextHopFilter, pathIdentifier, pathKey, pathsForIntent, peerConfig, planPaths, planPeers, type LocalAddress } from '../../../speaker/plan.js';
-import { bgpPeer } from '../core/fixtures.js';
+import { bgpPeer } from '../../helpers/fixtures.js';
 
 const locals: LocalAddress[] = [{ address: '192.0.2.3', prefixLength: 26, family: 'ipv4' }];
 const candidates = [
@@ -101,6 +101,14 @@ describe('planPeers', () => {
 
   it('adopts a peer it did not configure itself without resetting it', () => {
     expect(planPeers([want], [status(readBack)], new Map())).toEqual({ add: [], update: [], remove: [] });
+  });
+  it('updates an adopted peer when the BgpPeer asks for graceful restart it lacks', () => {
+    const gr = { ...want, gracefulRestart: { enabled: true, restartTime: 60, helperOnly: false, deferralTime: 0, notificationEnabled: false, longlivedEnabled: false, staleRoutesTime: 0 } };
+    expect(planPeers([gr], [status(readBack)], new Map()).update).toEqual([gr]);
+  });
+  it('updates an adopted peer whose hold time the BgpPeer sets differently', () => {
+    const timers = { ...want, timers: { holdTime: 9 } };
+    expect(planPeers([timers], [status(readBack)], new Map()).update).toEqual([timers]);
   });
   it('updates a peer whose applied config changed (a new password)', () => {
     const changed = { ...want, authPassword: 'n3w' };

@@ -1,0 +1,251 @@
+/**
+ * IP allocation from Eip pools, following OpenELB's IPAM (pkg/controllers/ipam): a named pool, else
+ * the pool holding a requested IP, else pools bound to the Service's namespace, else the default pool.
+ * Addresses are BigInts so IPv6 pools of any size work.
+ */
+import { invalidField } from '../errors.js';
+import { ANNOTATIONS, type Allocation, type EipRecord, type Family, type ServiceRecord } from './types.js';
+import { keyPath } from './fields.js';
+import { bitsOf, formatIp, ipKey, keyOf, parseIp } from './ip.js';
+import { matchesSelector } from './selector.js';
+
+const ADDRESS_RULE = 'must be an IP address, a CIDR (192.0.2.0/24) or a range (192.0.2.10-192.0.2.20)';
+const MAX_ADDRESS_TEXT = 2 * 45 + 1;
+
+export interface PoolAddress {
+  family: Family;
+  first: string;
+  last: string;
+  size: bigint;
+}
+
+/**
+ * Unlike Go's ParseCIDR, which PorterLB uses and which silently drops host bits, a CIDR with host
+ * bits set is refused: `192.0.2.7/24` is more likely a typo than a wish for 192.0.2.0/24.
+ */
+export function parsePoolAddress(address: string, field: string): PoolAddress {
+  if (address.length === 0 || address.length > MAX_ADDRESS_TEXT) throw invalidField(field, ADDRESS_RULE, address);
+  if (address.includes('/')) return parseCidr(address, field);
+  if (address.includes('-')) return parseRange(address, field);
+  const ip = parseIp(address);
+  if (ip === undefined) throw invalidField(field, ADDRESS_RULE, address);
+  return { family: ip.family, first: ip.text, last: ip.text, size: 1n };
+}
+
+function parseCidr(address: string, field: string): PoolAddress {
+  const [ipText = '', prefixText = '', ...rest] = address.split('/');
+  const ip = parseIp(ipText);
+  if (ip === undefined || rest.length > 0) throw invalidField(field, ADDRESS_RULE, address);
+  const bits = bitsOf(ip.family);
+  const prefix = /^(0|[1-9]\d{0,2})$/.test(prefixText) ? Number(prefixText) : -1;
+  if (prefix < 0 || prefix > bits) throw invalidField(field, `prefix length must be between 0 and ${bits}`, address);
+  const hostBits = BigInt(bits - prefix);
+  const hostMask = (1n << hostBits) - 1n;
+  if ((ip.value & hostMask) !== 0n) {
+    const network = formatIp(ip.family, ip.value & ~hostMask);
+    throw invalidField(field, `must be a network address without host bits set (did you mean ${network}/${prefix}?)`, address);
+  }
+  return { family: ip.family, first: ip.text, last: formatIp(ip.family, ip.value | hostMask), size: 1n << hostBits };
+}
+
+function parseRange(address: string, field: string): PoolAddress {
+  const [aText = '', bText = '', ...rest] = address.split('-');
+  const a = parseIp(aText);
+  const b = parseIp(bText);
+  if (a === undefined || b === undefined || rest.length > 0) throw invalidField(field, ADDRESS_RULE, address);
+  if (a.family !== b.family) throw invalidField(field, 'both ends of a range must be of the same IP family', address);
+  if (a.value > b.value) throw invalidField(field, 'the first address of a range must not be greater than the last', address);
+  return { family: a.family, first: a.text, last: b.text, size: b.value - a.value + 1n };
+}
+
+interface Bounds {
+  family: Family;
+  first: bigint;
+  last: bigint;
+}
+
+function boundsOf(pool: EipRecord): Bounds | undefined {
+  const first = parseIp(pool.firstIp);
+  const last = parseIp(pool.lastIp);
+  if (first === undefined || last === undefined) return undefined;
+  return { family: first.family, first: first.value, last: last.value };
+}
+
+export function ipInPool(ip: string, pool: EipRecord): boolean {
+  const parsed = parseIp(ip);
+  const b = boundsOf(pool);
+  return parsed !== undefined && b !== undefined && parsed.family === b.family && parsed.value >= b.first && parsed.value <= b.last;
+}
+
+const DEFAULT_FIELD = keyPath('metadata.annotations', ANNOTATIONS.defaultEip);
+
+/** The admission checks OpenELB's Eip webhook makes, against the other Eips racklb knows. */
+export function checkPoolOverlap(eip: EipRecord, others: readonly EipRecord[]): void {
+  const mine = boundsOf(eip);
+  const rest = others.filter((o) => o.name !== eip.name).sort((x, y) => cmp(x.name, y.name));
+  for (const other of rest) {
+    const theirs = boundsOf(other);
+    if (mine === undefined || theirs === undefined || mine.family !== theirs.family) continue;
+    if (mine.first <= theirs.last && theirs.first <= mine.last) {
+      throw invalidField('spec.address', `overlaps Eip "${other.name}" (${other.address})`, eip.address);
+    }
+  }
+  const otherDefault = eip.isDefault ? rest.find((o) => o.isDefault) : undefined;
+  if (otherDefault !== undefined) {
+    throw invalidField(DEFAULT_FIELD, `only one Eip may be the default pool, and Eip "${otherDefault.name}" already is`);
+  }
+}
+
+export type AllocationResult = { ok: true; ip: string; pool: string; shared: boolean } | { ok: false; reason: string };
+
+/**
+ * Kubernetes labels every namespace with its own name; that label is all racklb knows of a
+ * namespace, so a namespaceSelector on any other namespace label never matches.
+ */
+const NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name';
+
+/**
+ * Where `service` gets its IP. Pure: the caller records the result. `current` is the Service's
+ * existing allocation; it is kept while it still fits, even in a pool disabled since, because
+ * OpenELB's `disable` stops new allocations and leaves existing Services alone.
+ *
+ * Without a requested IP the lowest address free of other Services is taken, network and broadcast
+ * addresses of a CIDR included: PorterLB hands out every address and a /32 route needs no subnet.
+ * Only an explicit request (annotation or spec.loadBalancerIP) joins an address another Service
+ * holds. A Service that dropped its request keeps a shared address all the same: an Allocation lists
+ * holders, not who asked, and OpenELB keeps it too.
+ */
+export function allocate(
+  service: ServiceRecord,
+  pools: readonly EipRecord[],
+  allocations: readonly Allocation[],
+  current: Allocation | undefined,
+): AllocationResult {
+  if (!service.managed) {
+    return fail(
+      `Service ${service.key} is not racklb's: it needs type LoadBalancer and the annotation ${ANNOTATIONS.optIn}: ${ANNOTATIONS.optInValue}`,
+    );
+  }
+  const heldByOthers = othersHolding(service.key, allocations);
+  const isHeld = (ip: string): boolean => {
+    const key = ipKey(ip);
+    return key !== undefined && heldByOthers.has(key);
+  };
+  if (current !== undefined && stillFits(service, current, pools)) {
+    const shared = isHeld(current.ip) || current.services.some((s) => s !== service.key);
+    return { ok: true, ip: current.ip, pool: current.pool, shared };
+  }
+  const choice = choosePools(service, pools);
+  if (!choice.ok) return choice;
+  const first = choice.pools[0];
+  if (service.requestedIp !== undefined && first !== undefined) {
+    return { ok: true, ip: service.requestedIp, pool: first.name, shared: isHeld(service.requestedIp) };
+  }
+  let inUse = 0;
+  for (const pool of choice.pools) {
+    const found = lowestFree(pool, heldByOthers);
+    if (found.ip !== undefined) return { ok: true, ip: found.ip, pool: pool.name, shared: false };
+    inUse += found.scanned;
+  }
+  if (choice.pools.length === 1 && first !== undefined) return fail(`no free address in pool "${first.name}" (${inUse} in use)`);
+  return fail(`no free address in pools ${choice.pools.map((p) => `"${p.name}"`).join(', ')} (${inUse} in use)`);
+}
+
+function fail(reason: string): { ok: false; reason: string } {
+  return { ok: false, reason };
+}
+
+/** Keys (see ipKey) of the addresses held by some Service other than `self`. */
+function othersHolding(self: string, allocations: readonly Allocation[]): Set<string> {
+  const held = new Set<string>();
+  for (const a of allocations) {
+    if (!a.services.some((s) => s !== self)) continue;
+    const key = ipKey(a.ip);
+    if (key !== undefined) held.add(key);
+  }
+  return held;
+}
+
+function stillFits(service: ServiceRecord, current: Allocation, pools: readonly EipRecord[]): boolean {
+  const pool = pools.find((p) => p.name === current.pool);
+  if (pool === undefined || !ipInPool(current.ip, pool)) return false;
+  const family = service.ipFamilies[0];
+  if (family !== undefined && pool.family !== family) return false;
+  if (service.requestedIp !== undefined && service.requestedIp !== current.ip) return false;
+  return service.requestedPool === undefined || service.requestedPool === current.pool;
+}
+
+type PoolChoice = { ok: true; pools: EipRecord[] } | { ok: false; reason: string };
+
+function familyName(f: Family): string {
+  return f === 'ipv4' ? 'IPv4' : 'IPv6';
+}
+
+function choosePools(service: ServiceRecord, pools: readonly EipRecord[]): PoolChoice {
+  const family = service.ipFamilies[0];
+  const wrongFamily = (what: string, f: Family): PoolChoice =>
+    fail(`${what} is ${familyName(f)} but the Service's first IP family is ${familyName(family ?? f)}`);
+  const ip = service.requestedIp;
+  const ipFamily = ip === undefined ? undefined : parseIp(ip)?.family;
+  if (ip !== undefined && ipFamily !== undefined && family !== undefined && ipFamily !== family) {
+    return wrongFamily(`requested IP ${ip}`, ipFamily);
+  }
+  if (service.requestedPool !== undefined) {
+    const pool = pools.find((p) => p.name === service.requestedPool);
+    if (pool === undefined) return fail(`pool "${service.requestedPool}" (annotation ${ANNOTATIONS.pool}) does not exist`);
+    if (pool.disable) return fail(`pool "${pool.name}" is disabled`);
+    if (family !== undefined && pool.family !== family) return wrongFamily(`pool "${pool.name}"`, pool.family);
+    if (ip !== undefined && !ipInPool(ip, pool)) return fail(`requested IP ${ip} is not in pool "${pool.name}" (${pool.address})`);
+    return { ok: true, pools: [pool] };
+  }
+  if (ip !== undefined) {
+    const holding = pools.filter((p) => ipInPool(ip, p)).sort((a, b) => cmp(a.name, b.name));
+    const enabled = holding.find((p) => !p.disable);
+    if (enabled !== undefined) return { ok: true, pools: [enabled] };
+    const disabled = holding[0];
+    if (disabled !== undefined) return fail(`requested IP ${ip} is in pool "${disabled.name}", which is disabled`);
+    return fail(`requested IP ${ip} is in no enabled Eip`);
+  }
+  const bound = namespacePools(service.namespace, pools, family);
+  if (bound.length > 0) return { ok: true, pools: bound };
+  const dflt = pools.filter((p) => p.isDefault).sort((a, b) => cmp(a.name, b.name))[0];
+  if (dflt === undefined) return fail(`no enabled Eip is bound to namespace "${service.namespace}" and there is no default Eip`);
+  if (dflt.disable) return fail(`the default pool "${dflt.name}" is disabled`);
+  if (family !== undefined && dflt.family !== family) return wrongFamily(`the default pool "${dflt.name}"`, dflt.family);
+  return { ok: true, pools: [dflt] };
+}
+
+/**
+ * Enabled pools bound to the namespace, best first. OpenELB documents and sorts `priority` so that a
+ * smaller number wins (sort ascending, default 0); racklb keeps that, then orders by name. A full
+ * pool is skipped for the next one, as OpenELB sorts full pools last.
+ */
+function namespacePools(namespace: string, pools: readonly EipRecord[], family: Family | undefined): EipRecord[] {
+  const labels = { [NAMESPACE_NAME_LABEL]: namespace };
+  return pools
+    .filter((p) => !p.disable && (family === undefined || p.family === family))
+    .filter(
+      (p) => p.namespaces.includes(namespace) || (p.namespaceSelector !== undefined && matchesSelector(p.namespaceSelector, labels)),
+    )
+    .sort((a, b) => a.priority - b.priority || cmp(a.name, b.name));
+}
+
+/**
+ * Scans from the pool's first address. Among the first `held.size + 1` addresses at least one is
+ * free, so the scan stops there however large the pool (an IPv6 /64 included).
+ */
+function lowestFree(pool: EipRecord, held: ReadonlySet<string>): { ip: string | undefined; scanned: number } {
+  const b = boundsOf(pool);
+  if (b === undefined) return { ip: undefined, scanned: 0 };
+  const size = b.last - b.first + 1n;
+  const limit = size < BigInt(held.size + 1) ? Number(size) : held.size + 1;
+  for (let i = 0; i < limit; i++) {
+    const value = b.first + BigInt(i);
+    if (!held.has(keyOf(b.family, value))) return { ip: formatIp(b.family, value), scanned: i };
+  }
+  return { ip: undefined, scanned: limit };
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

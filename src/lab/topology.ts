@@ -1,0 +1,282 @@
+/**
+ * The lab's topology file: a spine router, one leaf router per rack, and the Kubernetes nodes of
+ * each rack (issue 4). parseTopology validates everything and fills in the uplinks the file leaves
+ * out; a malformed file is rejected with invalidField naming the field, e.g.
+ * `racks[1].nodes[0].ip: must be inside the rack subnet 192.0.2.64/26`.
+ *
+ * Names become network namespaces `rl-<name>`. Interface names inside the namespaces are
+ * index-based (`br0`, `up0`, `node<i>`, `rack<i>`, `eth0`), so the 15-character interface-name
+ * limit never constrains a name: any DNS label (up to 63 characters) works.
+ */
+import ipaddr from 'ipaddr.js';
+import { parseAllDocuments } from 'yaml';
+import { RacklbError, invalidField } from '../errors.js';
+
+export interface Topology {
+  spine: { name: string; asn: number; daemon: 'bird' };
+  racks: RackTopology[];
+}
+
+export interface RackTopology {
+  /** Router name and the value of the node label `porter.kubesphere.io/rack`. */
+  name: string;
+  asn: number;
+  /** The rack's L2 segment, e.g. `192.0.2.0/26` (always the network address). */
+  subnet: string;
+  /** The leaf's address in the rack subnet. */
+  router: string;
+  /** The /31 between spine and leaf: the spine has the lower address, the leaf the higher. */
+  uplink: { spine: string; leaf: string; prefix: string };
+  nodes: { name: string; ip: string }[];
+  daemon: 'bird';
+}
+
+export const MAX_RACKS = 16;
+export const MAX_NODES_PER_RACK = 64;
+/** Uplink /31s left out of the file are taken from here, in rack order. */
+export const UPLINK_POOL = '203.0.113.0/24';
+
+/** PorterLB's multi-router example, exactly as issue 4 gives it. */
+export const DEFAULT_TOPOLOGY_YAML = `spine: { name: spine, asn: 65000 }
+racks:
+  - name: leaf1            # router name, and the rack label value
+    asn: 65001
+    subnet: 192.0.2.0/26
+    router: 192.0.2.1      # the leaf's address in the rack subnet
+    uplink: 203.0.113.0/31 # optional: the spine takes the lower address, the leaf the higher
+    nodes:
+      - { name: master1, ip: 192.0.2.3 }
+      - { name: worker-p001, ip: 192.0.2.4 }
+  - name: leaf2
+    asn: 65002
+    subnet: 192.0.2.64/26
+    router: 192.0.2.65
+    uplink: 203.0.113.2/31
+    nodes:
+      - { name: worker-p002, ip: 192.0.2.66 }
+`;
+
+export function defaultTopology(): Topology {
+  return parseTopology(DEFAULT_TOPOLOGY_YAML);
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_LABEL_RULE = 'must be a DNS label: at most 63 characters, lowercase letters, digits and "-", starting and ending with a letter or digit';
+
+type Mapping = Record<string, unknown>;
+
+interface Cidr {
+  /** Network address as an unsigned 32-bit number. */
+  base: number;
+  len: number;
+  text: string;
+}
+
+export function parseTopology(yamlText: string): Topology {
+  let docs;
+  try {
+    docs = parseAllDocuments(yamlText);
+  } catch (err) {
+    throw new RacklbError('RACKLB_LAB', `topology: cannot read YAML: ${(err as Error).message}`, { cause: err });
+  }
+  if (!Array.isArray(docs)) {
+    throw new RacklbError('RACKLB_LAB', 'topology: cannot read YAML');
+  }
+  if (docs.length !== 1) {
+    throw new RacklbError('RACKLB_LAB', `topology: expected exactly one YAML document, found ${docs.length}`);
+  }
+  const doc = docs[0]!;
+  if (doc.errors.length > 0) {
+    throw new RacklbError('RACKLB_LAB', `topology: not valid YAML: ${doc.errors[0]!.message}`);
+  }
+  let root: unknown;
+  try {
+    root = doc.toJS();
+  } catch (err) {
+    throw new RacklbError('RACKLB_LAB', `topology: cannot read YAML: ${(err as Error).message}`, { cause: err });
+  }
+  const top = mapping('(topology)', root, ['spine', 'racks']);
+
+  const spineRaw = mapping('spine', required('spine', top.spine), ['name', 'asn', 'daemon']);
+  const spine = {
+    name: dnsLabel('spine.name', spineRaw.name),
+    asn: asn('spine.asn', spineRaw.asn),
+    daemon: daemon('spine.daemon', spineRaw.daemon),
+  };
+
+  const racksRaw = required('racks', top.racks);
+  if (!Array.isArray(racksRaw)) throw invalidField('racks', 'must be a list of racks', racksRaw);
+  if (racksRaw.length === 0) throw invalidField('racks', 'must list at least one rack');
+  if (racksRaw.length > MAX_RACKS) throw invalidField('racks', `the lab supports at most ${MAX_RACKS} racks`, `${racksRaw.length} racks`);
+
+  // Names are namespaces (rl-<name>), so they are unique across the spine, racks and nodes.
+  const names = new Map<string, string>([[spine.name, 'spine.name']]);
+  const claimName = (field: string, name: string): void => {
+    const other = names.get(name);
+    if (other !== undefined) throw invalidField(field, `must be unique among router and node names, ${other} already uses it`, name);
+    names.set(name, field);
+  };
+  const asns = new Map<number, string>([[spine.asn, 'spine.asn']]);
+
+  interface Partial {
+    rack: Omit<RackTopology, 'uplink'>;
+    subnet: Cidr;
+    uplink: Cidr | undefined;
+  }
+  const partials: Partial[] = [];
+
+  racksRaw.forEach((raw, i) => {
+    const at = `racks[${i}]`;
+    const r = mapping(at, raw, ['name', 'asn', 'subnet', 'router', 'uplink', 'nodes', 'daemon']);
+    const name = dnsLabel(`${at}.name`, r.name);
+    claimName(`${at}.name`, name);
+    const rackAsn = asn(`${at}.asn`, r.asn);
+    const asnOwner = asns.get(rackAsn);
+    if (asnOwner !== undefined) throw invalidField(`${at}.asn`, `must differ from every other router's ASN, ${asnOwner} already uses it`, rackAsn);
+    asns.set(rackAsn, `${at}.asn`);
+
+    const subnet = cidr(`${at}.subnet`, r.subnet);
+    if (subnet.len > 30) throw invalidField(`${at}.subnet`, 'must be /30 or larger, to hold the router and its nodes', subnet.text);
+    for (const p of partials) {
+      if (overlaps(subnet, p.subnet)) throw invalidField(`${at}.subnet`, `must not overlap ${p.rack.name}'s subnet ${p.subnet.text}`, subnet.text);
+    }
+
+    const used = new Map<number, string>();
+    const router = hostIn(`${at}.router`, r.router, subnet);
+    used.set(toNumber(router), `${at}.router`);
+
+    const nodesRaw = required(`${at}.nodes`, r.nodes);
+    if (!Array.isArray(nodesRaw)) throw invalidField(`${at}.nodes`, 'must be a list of nodes', nodesRaw);
+    if (nodesRaw.length > MAX_NODES_PER_RACK) {
+      throw invalidField(`${at}.nodes`, `the lab supports at most ${MAX_NODES_PER_RACK} nodes per rack`, `${nodesRaw.length} nodes`);
+    }
+    const nodes = nodesRaw.map((nraw, j) => {
+      const nat = `${at}.nodes[${j}]`;
+      const n = mapping(nat, nraw, ['name', 'ip']);
+      const nodeName = dnsLabel(`${nat}.name`, n.name);
+      claimName(`${nat}.name`, nodeName);
+      const ip = hostIn(`${nat}.ip`, n.ip, subnet);
+      const owner = used.get(toNumber(ip));
+      if (owner !== undefined) throw invalidField(`${nat}.ip`, `must be unique in the rack, ${owner} already uses it`, ip);
+      used.set(toNumber(ip), `${nat}.ip`);
+      return { name: nodeName, ip };
+    });
+
+    let uplink: Cidr | undefined;
+    if (r.uplink !== undefined && r.uplink !== null) {
+      uplink = cidr(`${at}.uplink`, r.uplink, 'the lower address of a /31, e.g. 203.0.113.0/31');
+      if (uplink.len !== 31) throw invalidField(`${at}.uplink`, 'must be a /31 (the spine takes the lower address, the leaf the higher)', uplink.text);
+    }
+    partials.push({ rack: { name, asn: rackAsn, subnet: subnet.text, router, nodes, daemon: daemon(`${at}.daemon`, r.daemon) }, subnet, uplink });
+  });
+
+  // Uplinks must not collide with each other or with any rack subnet (checked once every subnet is known).
+  partials.forEach((p, i) => {
+    if (p.uplink === undefined) return;
+    const at = `racks[${i}].uplink`;
+    partials.forEach((q, j) => {
+      if (overlaps(p.uplink!, q.subnet)) throw invalidField(at, `must not overlap ${q.rack.name}'s subnet ${q.subnet.text}`, p.uplink!.text);
+      if (j < i && q.uplink !== undefined && overlaps(p.uplink!, q.uplink)) throw invalidField(at, `must differ from ${q.rack.name}'s uplink`, p.uplink!.text);
+    });
+  });
+
+  // Fill in missing uplinks from the pool, in rack order, skipping /31s in use.
+  const pool = cidr('(uplink pool)', UPLINK_POOL);
+  const taken: Cidr[] = [...partials.flatMap((p) => [p.subnet]), ...partials.flatMap((p) => (p.uplink === undefined ? [] : [p.uplink]))];
+  let next = pool.base;
+  const poolEnd = pool.base + 2 ** (32 - pool.len);
+  for (const [i, p] of partials.entries()) {
+    if (p.uplink !== undefined) continue;
+    while (next < poolEnd && taken.some((c) => overlaps({ base: next, len: 31, text: '' }, c))) next += 2;
+    if (next >= poolEnd) throw invalidField(`racks[${i}].uplink`, `no free /31 left in ${UPLINK_POOL}; give the uplink explicitly`);
+    p.uplink = { base: next, len: 31, text: `${fromNumber(next)}/31` };
+    taken.push(p.uplink);
+  }
+
+  const racks: RackTopology[] = partials.map((p) => ({
+    ...p.rack,
+    uplink: { spine: fromNumber(p.uplink!.base), leaf: fromNumber(p.uplink!.base + 1), prefix: p.uplink!.text },
+  }));
+  // Key order as declared in the interfaces, for stable JSON.
+  return {
+    spine,
+    racks: racks.map((r) => ({ name: r.name, asn: r.asn, subnet: r.subnet, router: r.router, uplink: r.uplink, nodes: r.nodes, daemon: r.daemon })),
+  };
+}
+
+function required(field: string, value: unknown): unknown {
+  if (value === undefined || value === null) throw invalidField(field, 'is required');
+  return value;
+}
+
+function mapping(field: string, value: unknown, known: string[]): Mapping {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidField(field, 'must be a mapping', value);
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) {
+      const at = field === '(topology)' ? key : `${field}.${key}`;
+      throw invalidField(at, `unknown field (known fields: ${known.join(', ')})`);
+    }
+  }
+  return value as Mapping;
+}
+
+function dnsLabel(field: string, value: unknown): string {
+  const v = required(field, value);
+  if (typeof v !== 'string' || v.length > 63 || !DNS_LABEL.test(v)) throw invalidField(field, DNS_LABEL_RULE, v);
+  return v;
+}
+
+function asn(field: string, value: unknown): number {
+  const v = required(field, value);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 4294967295) throw invalidField(field, 'must be an integer between 1 and 4294967295', v);
+  return v;
+}
+
+function daemon(field: string, value: unknown): 'bird' {
+  if (value === undefined || value === null || value === 'bird') return 'bird';
+  throw invalidField(field, 'must be "bird" (the only router daemon the lab runs)', value);
+}
+
+function ipv4(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !ipaddr.IPv4.isValidFourPartDecimal(value)) throw invalidField(field, 'must be an IPv4 address such as 192.0.2.10', value);
+  return ipaddr.IPv4.parse(value).toString();
+}
+
+function cidr(field: string, value: unknown, example = 'an IPv4 network such as 192.0.2.0/26'): Cidr {
+  const v = required(field, value);
+  const rule = `must be ${example}`;
+  if (typeof v !== 'string') throw invalidField(field, rule, v);
+  const m = /^([^/]+)\/(\d{1,2})$/.exec(v);
+  if (m === null || !ipaddr.IPv4.isValidFourPartDecimal(m[1]!) || Number(m[2]) > 32) throw invalidField(field, rule, v);
+  const len = Number(m[2]);
+  const addr = toNumber(m[1]!);
+  const base = len === 0 ? 0 : (addr & (~0 << (32 - len))) >>> 0;
+  if (base !== addr) throw invalidField(field, `must be a network address: the host bits are set (did you mean ${fromNumber(base)}/${len}?)`, v);
+  return { base, len, text: `${fromNumber(base)}/${len}` };
+}
+
+/** An address inside `net` that is neither its network nor its broadcast address. */
+function hostIn(field: string, value: unknown, net: Cidr): string {
+  const ip = ipv4(field, required(field, value));
+  const n = toNumber(ip);
+  const size = 2 ** (32 - net.len);
+  if (n < net.base || n >= net.base + size) throw invalidField(field, `must be inside the rack subnet ${net.text}`, ip);
+  if (n === net.base) throw invalidField(field, `must not be the network address of ${net.text}`, ip);
+  if (n === net.base + size - 1) throw invalidField(field, `must not be the broadcast address of ${net.text}`, ip);
+  return ip;
+}
+
+function overlaps(a: Cidr, b: Cidr): boolean {
+  const aEnd = a.base + 2 ** (32 - a.len);
+  const bEnd = b.base + 2 ** (32 - b.len);
+  return a.base < bEnd && b.base < aEnd;
+}
+
+function toNumber(ip: string): number {
+  const b = ipaddr.IPv4.parse(ip).toByteArray();
+  return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
+}
+
+function fromNumber(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
