@@ -5,10 +5,16 @@
  */
 import { join } from 'node:path';
 
-export const LAB_RUN_DIR = '/run/racklb-lab';
+/**
+ * One lab per run directory and namespace prefix. The defaults are the user's lab; tests and
+ * benchmarks that must not disturb it (or each other) set RACKLB_LAB_RUN_DIR and
+ * RACKLB_LAB_NETNS_PREFIX, which every process the lab starts inherits.
+ */
+export const LAB_RUN_DIR = process.env.RACKLB_LAB_RUN_DIR ?? '/run/racklb-lab';
 
-/** Network namespace of a router or node of the lab. */
-export const NETNS_PREFIX = 'rl-';
+/** Network namespace of a router or node of the lab: `rl-<name>` unless RACKLB_LAB_NETNS_PREFIX says otherwise. */
+export const NETNS_PREFIX = process.env.RACKLB_LAB_NETNS_PREFIX ?? 'rl-';
+if (!/^[a-z0-9-]{1,16}$/.test(NETNS_PREFIX)) throw new Error(`RACKLB_LAB_NETNS_PREFIX ${JSON.stringify(NETNS_PREFIX)}: must be 1-16 characters of a-z, 0-9 and '-'`);
 
 export function netnsName(name: string): string {
   return `${NETNS_PREFIX}${name}`;

@@ -8,6 +8,7 @@ import { listLabNamespaces } from '../../src/lab/netns.js';
 import { isAlive } from '../../src/lab/process.js';
 import { isRoot, labRoutes, racklb, waitForRoute } from '../helpers/lab.js';
 import { LAB_RUN_DIR } from '../../src/lab/paths.js';
+import { LAB_REDIS_URL, processPid } from '../../src/lab/lab.js';
 
 const SVC = '198.51.100.10/32';
 const LEAF1_UPLINK = '203.0.113.1';
@@ -21,7 +22,7 @@ function pidsOfLab(): number[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const cmd = readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ');
-      if (cmd.includes(LAB_RUN_DIR) || cmd.includes('--api-hosts 127.0.0.1:50051') || / speaker --node /.test(cmd)) out.push(Number(entry));
+      if (cmd.includes(LAB_RUN_DIR)) out.push(Number(entry));
     } catch {
       /* exited */
     }
@@ -63,11 +64,14 @@ describe.skipIf(!isRoot())('PorterLB multi-router guide in the lab', () => {
     expect(await labRoutes('spine')).toEqual({ [SVC]: [LEAF1_UPLINK, LEAF2_UPLINK] });
     expect(await labRoutes('leaf1')).toEqual({ [SVC]: ['192.0.2.3', '192.0.2.4'] });
     expect(await labRoutes('leaf2')).toEqual({ [SVC]: ['192.0.2.66'] });
-    const state = JSON.parse(await racklb('state', '--json', '--redis', 'unix:///run/racklb-lab/redis/redis.sock')) as { sessions: Record<string, Record<string, { sessionState: string }>> };
+    const state = JSON.parse(await racklb('state', '--json', '--redis', LAB_REDIS_URL)) as { sessions: Record<string, Record<string, { sessionState: string }>> };
     expect(state.sessions.master1?.['192.0.2.1']?.sessionState).toBe('established');
     expect(state.sessions['worker-p002']?.['192.0.2.65']?.sessionState).toBe('established');
-    started = pidsOfLab();
-    expect(started.length).toBeGreaterThanOrEqual(7); // 3 functions, Redis, BIRD x3, 2 gobgpd, 2 speakers
+    // gobgpd's command line names nothing of the lab: take its pids from the pid files.
+    const gobgpds = [await processPid('master1', 'gobgpd'), await processPid('worker-p002', 'gobgpd')];
+    expect(gobgpds.every((p) => p !== undefined)).toBe(true);
+    started = [...pidsOfLab(), ...(gobgpds as number[])];
+    expect(started.length).toBe(11); // 3 functions, Redis, BIRD x3, 2 speakers, 2 gobgpd
   }, 90_000);
 
   it('removing the placement label stops that speaker and its routes leave the leaf', async () => {
