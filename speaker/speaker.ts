@@ -14,10 +14,10 @@ import { effectiveConf } from '../src/core/peers.js';
 import type { BgpConfRecord, BgpPeerRecord, Family, NextHopCandidate, NodeRecord, ServiceIpIntent } from '../src/core/types.js';
 import { EFFECTIVE_BGPCONF } from '../functions/on-bgppeer/handler.js';
 import type { GobgpClient, GobgpGlobalConfig, GobgpPath, GobgpPeerConfig, GobgpPeerStatus } from '../src/gobgp/client.js';
-import { readRackCandidates } from '../src/state/read.js';
 import type { Reader, Store } from '../src/store/store.js';
 import { decodeScope } from '../src/store/store.js';
-import { UNRACKED } from '../src/store/keys.js';
+import { isIntent, readCandidates, readIntents } from '../src/state/read.js';
+import { isRacklbError } from '../src/errors.js';
 import type { SpeakerMetrics } from './metrics.js';
 import { addPathSendMax, globalConfig, nextHopFilter, pathKey, pathsForIntent, peerConfig, planPaths, planPeers, sameGlobal, type LocalAddress } from './plan.js';
 
@@ -73,6 +73,7 @@ export class Speaker {
   private dirtyIps = new Set<string>();
   private needGobgpView = true;
   private skippedLogged = new Set<string>();
+  private malformedLogged = new Set<string>();
   private running: Promise<void> = Promise.resolve();
   private scheduled = false;
   private stopped = false;
@@ -161,7 +162,7 @@ export class Speaker {
     const meta = await r.redis.hgetall(k.meta());
     const last = (await r.redis.xrevrange(k.changes(), '+', '-', 'COUNT', 1))[0];
     const small = await this.loadSmall(r);
-    const intents = await r.hashJson<ServiceIpIntent>(k.intents());
+    const intents = await readIntents(r, this.malformed);
     this.desired = { ...small, intents, generation: meta.generation, complete: meta.complete === '1' };
     this.lastRev = Number(meta.rev ?? 0);
     this.lastStreamId = last?.[0] ?? '0-0';
@@ -170,29 +171,42 @@ export class Speaker {
     this.schedule();
   }
 
+  /** Logs a malformed record once per key and field; the speaker goes on without it. */
+  private readonly malformed = (field: string, key: string): void => {
+    const id = `${key}|${field}`;
+    if (this.malformedLogged.has(id)) return;
+    this.malformedLogged.add(id);
+    this.log.error({ key, field }, 'malformed record in Redis: skipped; every other route is unaffected');
+  };
+
+  /** A record that does not parse keeps the value we had: never a reason to withdraw. */
+  private async recordOrKeep<K extends 'Node' | 'BgpConf'>(r: Reader, kind: K, key: string, previous: Extract<Desired['node'] | Desired['conf'], { kind: K }> | undefined) {
+    try {
+      return await r.record(kind, key);
+    } catch (err) {
+      if (!isRacklbError(err, 'RACKLB_CORRUPT_RECORD')) throw err;
+      this.malformed(key, r.keys.object(kind, key));
+      return previous;
+    }
+  }
+
   private async loadSmall(r: Reader): Promise<Pick<Desired, 'node' | 'conf' | 'peers' | 'candidates'>> {
     const k = this.o.store.keys;
-    const node = await r.record('Node', this.o.node);
-    const conf = await r.record('BgpConf', EFFECTIVE_BGPCONF);
+    const node = await this.recordOrKeep(r, 'Node', this.o.node, this.desired?.node);
+    const conf = await this.recordOrKeep(r, 'BgpConf', EFFECTIVE_BGPCONF, this.desired?.conf);
     let peers: BgpPeerRecord[] = [];
     const rawPeers = await r.redis.get(k.peers(this.o.node));
     if (rawPeers) {
       try {
-        peers = JSON.parse(rawPeers) as BgpPeerRecord[];
-      } catch (err) {
-        this.log.error({ key: k.peers(this.o.node), err: String(err) }, 'malformed peer assignment in Redis: keeping current peers');
+        const parsed = JSON.parse(rawPeers) as unknown;
+        if (!Array.isArray(parsed)) throw new Error('not a list');
+        peers = parsed as BgpPeerRecord[];
+      } catch {
+        this.malformed('', k.peers(this.o.node));
         peers = this.desired?.peers ?? [];
       }
     }
-    let candidates: NextHopCandidate[];
-    if (node?.rack !== undefined) {
-      candidates = await readRackCandidates(r, node.rack);
-    } else {
-      // A speaker without a rack label serves every node, as PorterLB's single speaker did.
-      const racks = await r.redis.smembers(k.racks());
-      const maps = await Promise.all([...racks, UNRACKED].map((rack) => r.hashJson<NextHopCandidate>(k.rackNextHops(rack))));
-      candidates = maps.flatMap((m) => [...m.values()]);
-    }
+    const candidates = await readCandidates(r, node?.rack, this.malformed);
     return { node, conf, peers, candidates };
   }
 
@@ -227,9 +241,11 @@ export class Speaker {
         if (v === null || v === undefined) desired.intents.delete(ip);
         else {
           try {
-            desired.intents.set(ip, JSON.parse(v) as ServiceIpIntent);
+            const intent = JSON.parse(v) as unknown;
+            if (!isIntent(intent)) throw new Error('not a route intent');
+            desired.intents.set(ip, intent);
           } catch {
-            this.log.error({ ip }, 'malformed route intent in Redis: skipped, other routes unaffected');
+            this.malformed(ip, k.intents());
             return;
           }
         }

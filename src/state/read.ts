@@ -28,24 +28,58 @@ export interface StateDocument {
   sessions: Record<string, Record<string, unknown>>;
 }
 
-export async function readRackCandidates(r: Reader, rack: string | undefined): Promise<NextHopCandidate[]> {
-  const own = rack === undefined ? new Map<string, NextHopCandidate>() : await r.hashJson<NextHopCandidate>(r.keys.rackNextHops(rack));
-  const unracked = await r.hashJson<NextHopCandidate>(r.keys.rackNextHops(UNRACKED));
-  return [...own.values(), ...unracked.values()];
+export type OnMalformed = (field: string, key: string) => void;
+
+/** Shape checks for records read back: one that fails is skipped and reported, never fatal. */
+export function isIntent(x: unknown): x is ServiceIpIntent {
+  const i = x as ServiceIpIntent;
+  return typeof i === 'object' && i !== null && typeof i.ip === 'string' && (i.family === 'ipv4' || i.family === 'ipv6') && (i.policy === 'Cluster' || i.policy === 'Local') && Array.isArray(i.nodes);
+}
+
+function isCandidate(x: unknown): x is NextHopCandidate {
+  const c = x as NextHopCandidate;
+  return typeof c === 'object' && c !== null && typeof c.node === 'string' && typeof c.addresses === 'object' && c.addresses !== null;
+}
+
+async function validHash<T>(r: Reader, key: string, valid: (x: unknown) => x is T, onMalformed: OnMalformed): Promise<Map<string, T>> {
+  const out = new Map<string, T>();
+  for (const [field, value] of await r.hashJson<unknown>(key, onMalformed)) {
+    if (valid(value)) out.set(field, value);
+    else onMalformed(field, key);
+  }
+  return out;
+}
+
+const ignore: OnMalformed = () => undefined;
+
+/** Every Service IP's route intent. */
+export async function readIntents(r: Reader, onMalformed: OnMalformed = ignore): Promise<Map<string, ServiceIpIntent>> {
+  return validHash(r, r.keys.intents(), isIntent, onMalformed);
+}
+
+/**
+ * The next-hop candidates of a rack: its own eligible nodes and those without a rack label. For
+ * no rack (a speaker node without the rack label), every eligible node of the cluster, as
+ * PorterLB's single speaker served them all.
+ */
+export async function readCandidates(r: Reader, rack: string | undefined, onMalformed: OnMalformed = ignore): Promise<NextHopCandidate[]> {
+  const racks = rack !== undefined ? [rack, UNRACKED] : [...(await r.redis.smembers(r.keys.racks())), UNRACKED];
+  const maps = await Promise.all(racks.map((name) => validHash(r, r.keys.rackNextHops(name), isCandidate, onMalformed)));
+  return maps.flatMap((m) => [...m.values()]);
 }
 
 export async function readState(store: Store): Promise<StateDocument> {
   const r = store.reader;
   const k = store.keys;
   const meta = await r.redis.hgetall(k.meta());
-  const intents = await r.hashJson<ServiceIpIntent>(k.intents());
+  const intents = await readIntents(r);
   const intentList = [...intents.values()];
   const conf = await r.record('BgpConf', EFFECTIVE_BGPCONF);
 
   const racks: StateDocument['racks'] = {};
   for (const rack of (await r.redis.smembers(k.racks())).sort()) {
     const nextHops = await r.hashJson<NextHopCandidate>(k.rackNextHops(rack));
-    const candidates = await readRackCandidates(r, rack);
+    const candidates = await readCandidates(r, rack);
     racks[rack] = {
       nodes: (await r.redis.smembers(k.rackNodes(rack))).sort(),
       nextHops: Object.fromEntries([...nextHops].sort()),

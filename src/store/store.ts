@@ -128,14 +128,17 @@ export class Reader {
     return this.records(kind, keys);
   }
 
-  async hashJson<T>(key: string): Promise<Map<string, T>> {
+  /** A hash of JSON values; a malformed entry is skipped (and reported to `onMalformed`), never fatal. */
+  async hashJson<T>(key: string, onMalformed?: (field: string, key: string) => void): Promise<Map<string, T>> {
     const raw = await this.redis.hgetall(key);
     const out = new Map<string, T>();
     for (const [field, value] of Object.entries(raw)) {
       try {
-        out.set(field, JSON.parse(value) as T);
+        const parsed = JSON.parse(value) as unknown;
+        if (typeof parsed !== 'object' || parsed === null) throw new Error('not a JSON object');
+        out.set(field, parsed as T);
       } catch {
-        // A malformed entry is skipped; `racklb state` reports it.
+        onMalformed?.(field, key);
       }
     }
     return out;

@@ -7,7 +7,9 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LabApiServer } from '../../src/lab/apiserver.js';
-import { failOnRejections, labDown, labUp, readLabState, restartProcess, startLabRedis, stopLabRedis, syncSpeakers, LAB_REDIS_URL } from '../../src/lab/lab.js';
+import { failOnRejections, labDown, labUp, readLabState, restartProcess, startLabRedis, stopLabRedis, syncSpeakers, LAB_REDIS_URL, SPEAKER_METRICS_PORT } from '../../src/lab/lab.js';
+import { labDir, netnsName } from '../../src/lab/paths.js';
+import { runCommand } from '../../src/lab/process.js';
 import { parseTopology } from '../../src/lab/topology.js';
 import { Store } from '../../src/store/store.js';
 import { markComplete } from '../../src/cli/state.js';
@@ -160,6 +162,40 @@ describe.skipIf(!isRoot())('speaker against real routers (three racks)', () => {
     expect(samples).toBeGreaterThan(40);
     expect(bad).toEqual([]);
   }, 60_000);
+
+  it('skips a malformed record in Redis and keeps every other route', async () => {
+    const store = Store.open(LAB_REDIS_URL, { failFast: true });
+    try {
+      await store.connect();
+      await store.transact([], async () => ({
+        result: undefined,
+        write: (w) => {
+          w.multi.hset(store.keys.intents(), '198.51.100.9', '{"not":"an intent"');
+          w.multi.hset(store.keys.rackNextHops('leaf1'), 'ghost', '{"node":42}');
+          w.notify({ scope: 'all', topic: 'intent', subject: '198.51.100.9' });
+          w.notify({ scope: { rack: 'leaf1' }, topic: 'nexthops', subject: 'ghost' });
+        },
+      }));
+    } finally {
+      await store.close();
+    }
+    const sampler = sampleRoute('leaf1', A, [ips.n1a!, ips.n1b!], 50);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await sampler.stop()).bad).toEqual([]);
+    // Still following changes.
+    await apply(labNode('n1b', { ready: false }));
+    await waitForRoute('leaf1', A, [ips.n1a!]);
+    await apply(labNode('n1b', { ready: true }));
+    await waitForRoute('leaf1', A, [ips.n1a!, ips.n1b!]);
+    expect(readFileSync(`${labDir('n1a')}/speaker.log`, 'utf8')).toContain('malformed record in Redis');
+  }, 60_000);
+
+  it('serves Prometheus metrics: sessions up and paths announced', async () => {
+    const { stdout } = await runCommand('ip', ['netns', 'exec', netnsName('n1a'), process.execPath, '-e', `fetch('http://127.0.0.1:${SPEAKER_METRICS_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`]);
+    expect(stdout).toMatch(/^racklb_speaker_sessions_up 1$/m);
+    expect(stdout).toMatch(/^racklb_speaker_paths_announced [1-9]\d*$/m);
+    expect(stdout).toContain('racklb_speaker_reconcile_seconds_bucket');
+  }, 30_000);
 
   it('withdraws a deleted Service everywhere', async () => {
     failOnRejections(await api.delete([service({ name: 'a' })]));
