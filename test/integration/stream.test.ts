@@ -1,0 +1,88 @@
+/**
+ * The KEDA path: the same handlers consuming a function's Redis stream with a consumer group.
+ */
+import { pino } from 'pino';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { apiServerEvent } from '../../src/events/codec.js';
+import { FUNCTIONS, functionFor } from '../../src/functions.js';
+import { consumeStream, publishToStream } from '../../src/serve/stream.js';
+import type { Kind } from '../../src/core/types.js';
+import { readState } from '../../src/state/read.js';
+import { Store } from '../../src/store/store.js';
+import { waitFor } from '../../src/lab/process.js';
+import { porterLbExample } from '../helpers/fixtures.js';
+import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
+
+let redis: TestRedis;
+let store: Store;
+const logger = pino({ level: 'silent' });
+
+beforeAll(async () => {
+  redis = await startRedis();
+  store = Store.open(redis.url, { failFast: true });
+  await store.connect();
+});
+
+afterAll(async () => {
+  await store?.close();
+  if (redis) await removeRedis(redis);
+});
+
+beforeEach(async () => {
+  await store.redis.flushall();
+});
+
+/** Runs one consumer per function until `until` holds, then stops them all. */
+async function consumeUntil(until: () => Promise<boolean>, opts: { claimIdleMs?: number } = {}): Promise<void> {
+  const stop = new AbortController();
+  const running = Object.values(FUNCTIONS).map((def) => consumeStream(def, { store, logger }, { consumer: `test-${def.name}`, signal: stop.signal, blockMs: 100, claimIdleMs: opts.claimIdleMs ?? 30_000 }));
+  try {
+    await waitFor('the consumers to apply the events', async () => (await until()) || undefined, 15_000, 50);
+  } finally {
+    stop.abort();
+    await Promise.all(running);
+  }
+}
+
+async function publishExample(): Promise<void> {
+  const ex = porterLbExample();
+  for (const o of [...ex.nodes, ex.conf, ...ex.peers, ex.eip, ex.service, ex.slice]) {
+    await publishToStream(store, functionFor(o.kind as Kind).name, apiServerEvent('add', o as Record<string, unknown>, 'test'));
+  }
+}
+
+describe('Redis stream consumers (KEDA)', () => {
+  it('apply every event and acknowledge each only once stored', async () => {
+    await publishExample();
+    await consumeUntil(async () => (await readState(store)).racks.leaf1?.routes['172.22.0.2/32']?.length === 2);
+    const state = await readState(store);
+    expect(state.racks.leaf1?.routes['172.22.0.2/32']).toEqual(['192.168.0.3', '192.168.0.4']);
+    expect(state.peers.master1?.map((p) => p.name)).toEqual(['bgppeer-leaf1']);
+    for (const def of Object.values(FUNCTIONS)) {
+      const pending = (await store.redis.xpending(store.keys.eventStream(def.name), def.name)) as [number, ...unknown[]];
+      expect(pending[0]).toBe(0);
+    }
+  });
+
+  it('journals and acknowledges an undecodable entry instead of retrying it forever', async () => {
+    await store.redis.xadd(store.keys.eventStream('on-node-label'), '*', 'event', '{"specversion":"1.0"');
+    await consumeUntil(async () => (await store.redis.xlen(store.keys.journal())) === 1);
+    const [entry] = await store.redis.xrange(store.keys.journal(), '-', '+');
+    expect(entry?.[1]).toContain('rejected');
+    const pending = (await store.redis.xpending(store.keys.eventStream('on-node-label'), 'on-node-label')) as [number];
+    expect(pending[0]).toBe(0);
+  });
+
+  it('takes over entries a killed consumer left pending', async () => {
+    await publishExample();
+    // A consumer reads the node events and dies before acknowledging them.
+    const key = store.keys.eventStream('on-node-label');
+    await store.redis.xgroup('CREATE', key, 'on-node-label', '0', 'MKSTREAM');
+    const taken = (await store.redis.xreadgroup('GROUP', 'on-node-label', 'killed-pod', 'COUNT', 100, 'STREAMS', key, '>')) as [string, unknown[]][];
+    expect(taken[0]?.[1].length).toBe(3);
+    await new Promise((r) => setTimeout(r, 150));
+    await consumeUntil(async () => Object.keys((await readState(store)).peers).length === 2, { claimIdleMs: 100 });
+    const pending = (await store.redis.xpending(key, 'on-node-label')) as [number];
+    expect(pending[0]).toBe(0);
+  });
+});
