@@ -107,19 +107,26 @@ export async function labUp(topology: Topology, say: Say = () => undefined): Pro
     const api = new LabApiServer(functions);
     const nodes = topology.racks.flatMap((rack) => rack.nodes.map((n) => readyNode(n.name, n.ip)));
     failOnRejections(await api.apply(nodes));
-    // The lab is the API server: what it holds is the complete state, so speakers may withdraw.
-    const store = Store.open(LAB_REDIS_URL, { failFast: true });
-    try {
-      await store.connect();
-      await markComplete(store);
-    } finally {
-      await store.close();
-    }
+    await markLabComplete();
     return state;
   } catch (err) {
     say('lab up failed; tearing down what was built');
     await labDown().catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * The lab is the API server: once the store holds every object it keeps, it vouches that the store
+ * is complete, so speakers may withdraw (docs/operations.md, the empty-store guard).
+ */
+export async function markLabComplete(): Promise<void> {
+  const store = Store.open(LAB_REDIS_URL, { failFast: true });
+  try {
+    await store.connect();
+    await markComplete(store);
+  } finally {
+    await store.close();
   }
 }
 

@@ -7,12 +7,11 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LabApiServer } from '../../src/lab/apiserver.js';
-import { failOnRejections, labDown, labUp, readLabState, restartProcess, startLabRedis, stopLabRedis, syncSpeakers, LAB_REDIS_URL, SPEAKER_METRICS_PORT } from '../../src/lab/lab.js';
+import { failOnRejections, labDown, labUp, readLabState, restartProcess, markLabComplete, startLabRedis, stopLabRedis, syncSpeakers, LAB_REDIS_URL, SPEAKER_METRICS_PORT } from '../../src/lab/lab.js';
 import { labDir, netnsName } from '../../src/lab/paths.js';
 import { runCommand } from '../../src/lab/process.js';
 import { parseTopology } from '../../src/lab/topology.js';
 import { Store } from '../../src/store/store.js';
-import { markComplete } from '../../src/cli/state.js';
 import { bgpConf, bgpPeer, eip, endpointSlice, node, service } from '../helpers/fixtures.js';
 import { isRoot, sampleRoute, waitForRoute } from '../helpers/lab.js';
 
@@ -129,13 +128,7 @@ describe.skipIf(!isRoot())('speaker against real routers (three racks)', () => {
     const { samples, bad } = await sampler.stop();
     expect(samples).toBeGreaterThan(30);
     expect(bad).toEqual([]);
-    const store = Store.open(LAB_REDIS_URL, { failFast: true });
-    try {
-      await store.connect();
-      await markComplete(store);
-    } finally {
-      await store.close();
-    }
+    await markLabComplete();
     // Trusted again: a withdrawal goes through.
     await apply(labNode('n2b', { ready: false }));
     await waitForRoute('leaf2', A, [ips.n2a!]);
