@@ -2,7 +2,9 @@
  * PorterLB's multi-router guide, before and after, on the default topology: real BIRD routers,
  * gobgpd, speakers and functions, driven through `racklb lab` as a user would.
  */
+import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listLabNamespaces } from '../../src/lab/netns.js';
 import { isAlive } from '../../src/lab/process.js';
@@ -81,6 +83,17 @@ describe.skipIf(!isRoot())('PorterLB multi-router guide in the lab', () => {
     await racklb('lab', 'label', 'node', 'worker-p002', 'lb.kubesphere.io/v1alpha1=porter');
     await waitForRoute('spine', SVC, [LEAF1_UPLINK, LEAF2_UPLINK]);
   }, 90_000);
+
+  it('says it needs root and stops when run as another user', async () => {
+    const run = promisify(execFile);
+    const err = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, 'bin/racklb.js', 'lab', 'up'], { timeout: 20_000 }).then(
+      () => undefined,
+      (e: { code?: number; stderr?: string }) => e,
+    );
+    expect(err?.code).toBe(1);
+    expect(err?.stderr).toContain('needs root');
+    expect(await labRoutes('spine')).toEqual({ [SVC]: [LEAF1_UPLINK, LEAF2_UPLINK] });
+  }, 30_000);
 
   it('lab down removes every namespace and process, and is safe to run twice', async () => {
     await racklb('lab', 'down');

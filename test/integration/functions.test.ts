@@ -7,6 +7,7 @@ import { bgpPeer, eip, endpointSlice, node, porterLbExample, service } from '../
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 import { postTo, send, serveAll, snapshot, stateJson, withVersion, type ServedFunctions } from '../helpers/functions.js';
 import { apiServerEvent, toHttpMessage, toStructuredJson } from '../../src/events/codec.js';
+import { waitFor } from '../../src/lab/process.js';
 
 let redis: TestRedis;
 let fns: ServedFunctions;
@@ -170,6 +171,25 @@ describe('rejections', () => {
       expect(res.body).toContain(a.says);
     }
     expect(await snapshot(fns.store)).toBe(before);
+  });
+
+  it('answers 503 while Redis is unreachable, so the sender retries, and applies the retry', async () => {
+    await applyExample();
+    const notReady = node({ name: 'worker-p001', ip: '192.168.0.4', ready: false, resourceVersion: '9' });
+    await redis.stop();
+    try {
+      const down = await send(fns, 'update', notReady);
+      expect(down.status).toBe(503);
+      expect(JSON.parse(down.body).code).toBe('RACKLB_STORE_UNAVAILABLE');
+    } finally {
+      // Without persistence the data is gone: the objects are sent again below, as a relist would.
+      await redis.start();
+    }
+    await waitFor('the functions to reconnect', async () => (await fns.store.redis.ping().catch(() => '')) === 'PONG', 10_000, 50);
+    await applyExample();
+    const retry = await send(fns, 'update', notReady);
+    expect(retry.status).toBe(200);
+    expect((await stateJson(redis.url)).racks.leaf1?.routes['172.22.0.2/32']).toEqual(['192.168.0.3']);
   });
 
   it('refuses a body over the size limit with 413', async () => {
