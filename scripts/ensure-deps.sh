@@ -14,6 +14,8 @@ have gobgpd || need+=(gobgpd)
 have bird || need+=(bird2)
 have ip || need+=(iproute2)
 [ -f /usr/share/gocode/src/github.com/osrg/gobgp/api/gobgp.proto ] || need+=(golang-github-osrg-gobgp-dev)
+# The browser test of `racklb inspect` drives Debian's Chromium (playwright-core, no bundled browser).
+if [ "$purpose" = test ]; then [ -x /usr/bin/chromium ] || need+=(chromium); fi
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

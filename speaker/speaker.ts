@@ -495,7 +495,8 @@ export class Speaker {
     try {
       const multi = this.o.store.redis.multi().del(k.sessions(this.o.node));
       if (fields.length) multi.hset(k.sessions(this.o.node), ...fields);
-      multi.hset(k.speakerStatus(this.o.node), 'lastSeen', now, 'gobgpd', this.gobgpReady ? 'connected' : 'unreachable', 'paths', String(this.advertised.size), 'holding', this.mayWithdraw() ? '0' : '1', 'rev', String(this.lastRev));
+      // `addresses` lets `racklb explain` apply the same subnet rule (plan.ts nextHopFilter) as this speaker.
+      multi.hset(k.speakerStatus(this.o.node), 'lastSeen', now, 'gobgpd', this.gobgpReady ? 'connected' : 'unreachable', 'paths', String(this.advertised.size), 'holding', this.mayWithdraw() ? '0' : '1', 'rev', String(this.lastRev), 'addresses', JSON.stringify(this.o.localAddresses()));
       await multi.exec();
     } catch {
       // Status is best effort; Redis being down is already logged by the follower.

@@ -8,7 +8,7 @@ import { assignPeers } from '../../src/core/peers.js';
 import type { BgpPeerRecord, Outcome } from '../../src/core/types.js';
 import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
-import { requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
+import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
 import { storedVersion } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-bgppeer', kinds: ['BgpPeer', 'BgpConf'], handle };
@@ -26,11 +26,11 @@ type Identity = ReturnType<typeof identify>;
 
 async function handlePeer(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
   const deleting = event.action === 'delete';
-  const record = deleting ? undefined : parseBgpPeer(event.object);
+  const record = deleting ? undefined : recordOf(event, 'BgpPeer', parseBgpPeer);
   const k = store.keys;
   return store.transact<Outcome>([k.object('BgpPeer', id.key), k.epoch('BgpPeer'), k.epoch('Node')], async (r) => {
     const stored = await r.object('BgpPeer', id.key);
-    const decision = decideWrite(storedVersion(stored), { uid: id.uid, resourceVersion: id.resourceVersion, deleting });
+    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
 
     const others = (await r.allRecords('BgpPeer')).filter((p) => p.key !== id.key);
@@ -65,11 +65,11 @@ async function handlePeer(event: KubeEvent, { store }: FunctionDeps, id: Identit
 
 async function handleConf(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
   const deleting = event.action === 'delete';
-  const record = deleting ? undefined : parseBgpConf(event.object);
+  const record = deleting ? undefined : recordOf(event, 'BgpConf', parseBgpConf);
   const k = store.keys;
   return store.transact<Outcome>([k.object('BgpConf', id.key)], async (r) => {
     const stored = await r.object('BgpConf', id.key);
-    const decision = decideWrite(storedVersion(stored), { uid: id.uid, resourceVersion: id.resourceVersion, deleting });
+    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
     const effective = id.name === EFFECTIVE_BGPCONF;
     const detail = !effective

@@ -10,7 +10,7 @@ import { nextHopCandidate } from '../../src/core/rack.js';
 import type { NodeRecord, Outcome } from '../../src/core/types.js';
 import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
-import { requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
+import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
 import { UNRACKED } from '../../src/store/keys.js';
 import { storedVersion, type ChangeScope } from '../../src/store/store.js';
 
@@ -35,12 +35,12 @@ export async function handle(event: KubeEvent, { store }: FunctionDeps): Promise
   const id = identify(event.object);
   requireKind(definition, id.kind);
   const deleting = event.action === 'delete';
-  const record = deleting ? undefined : parseNode(event.object);
+  const record = deleting ? undefined : recordOf(event, 'Node', parseNode);
   const k = store.keys;
 
   return store.transact<Outcome>([k.object('Node', id.key), k.epoch('BgpPeer')], async (r) => {
     const stored = await r.object('Node', id.key);
-    const decision = decideWrite(storedVersion(stored), { uid: id.uid, resourceVersion: id.resourceVersion, deleting });
+    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
     const prev = stored && !stored.deleted && stored.record.kind === 'Node' ? stored.record : undefined;
 

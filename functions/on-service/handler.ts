@@ -3,13 +3,13 @@
  * intent of every Service IP (which nodes may carry it: all eligible ones, or with
  * externalTrafficPolicy Local only those with a ready endpoint).
  */
-import { checkPoolOverlap, allocate } from '../../src/core/ipam.js';
+import { addressesConsulted, checkPoolOverlap, allocate } from '../../src/core/ipam.js';
 import { identify, parseEip, parseEndpointSlice, parseService } from '../../src/core/objects.js';
 import { serviceIpIntent } from '../../src/core/intents.js';
 import type { Allocation, EipRecord, EndpointSliceRecord, Outcome, ServiceRecord } from '../../src/core/types.js';
 import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
-import { requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
+import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
 import { storedVersion, type Reader, type TxWriter } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-service', kinds: ['Service', 'EndpointSlice', 'Eip'], handle };
@@ -29,6 +29,8 @@ class AllocationPlan {
   readonly allocations: Map<string, Allocation>;
   private readonly original: Map<string, string>;
   readonly serviceIps: Map<string, string>;
+  /** Service IPs as read, so that an unchanged one is not written (a write would fail every concurrent transaction that WATCHes the hash). */
+  private readonly originalServiceIps: ReadonlyMap<string, string>;
   readonly serviceIpChanges = new Map<string, string | undefined>();
   readonly pendingChanges = new Map<string, string | undefined>();
   readonly touchedIps = new Set<string>();
@@ -39,11 +41,38 @@ class AllocationPlan {
     this.allocations = allocations;
     this.original = new Map([...allocations].map(([ip, a]) => [ip, JSON.stringify(a)]));
     this.serviceIps = new Map(Object.entries(serviceIps));
+    this.originalServiceIps = new Map(this.serviceIps);
   }
 
   static async load(r: Reader): Promise<AllocationPlan> {
     const k = r.keys;
     return new AllocationPlan(await r.hashJson<Allocation>(k.allocations()), await r.redis.hgetall(k.serviceIps()));
+  }
+
+  /**
+   * What allocating one Service reads: its current address, and the allocations `allocate` looks at
+   * (the one it keeps or requests), so that a Service event costs the same at 10 or 100,000
+   * Services. Only a Service that needs the lowest free address reads every allocation.
+   */
+  static async loadForService(r: Reader, key: string, record: ServiceRecord | undefined, pools: readonly EipRecord[]): Promise<AllocationPlan> {
+    const k = r.keys;
+    const current = (await r.redis.hget(k.serviceIps(), key)) ?? undefined;
+    const currentAllocation = current === undefined ? undefined : parseAllocation(await r.redis.hget(k.allocations(), current));
+    const consulted = record ? addressesConsulted(record, pools, currentAllocation) : [];
+    if (consulted === 'all') return AllocationPlan.load(r);
+    const ips = [...new Set([...(current === undefined ? [] : [current]), ...consulted])];
+    const values = ips.length > 0 ? await r.redis.hmget(k.allocations(), ...ips) : [];
+    const allocations = new Map<string, Allocation>();
+    ips.forEach((ip, i) => {
+      const a = parseAllocation(values[i] ?? null);
+      if (a) allocations.set(ip, a);
+    });
+    return new AllocationPlan(allocations, current === undefined ? {} : { [key]: current });
+  }
+
+  /** Whether `service`'s IP differs from what was read. */
+  serviceIpChanged(service: string, ip: string | undefined): boolean {
+    return this.originalServiceIps.get(service) !== ip;
   }
 
   private release(service: string, ip: string): void {
@@ -98,12 +127,22 @@ class AllocationPlan {
   }
 }
 
+/** One stored allocation; a malformed one counts as absent, as `Reader.hashJson` skips it. */
+function parseAllocation(json: string | null): Allocation | undefined {
+  if (json === null) return undefined;
+  try {
+    return JSON.parse(json) as Allocation;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Route intents of the given IPs as they will be, compared with what is stored. */
 async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPlan | undefined, sliceOverride?: { service: string; sliceKey: string; slice: EndpointSliceRecord | undefined }): Promise<{ ip: string; json: string | undefined }[]> {
   const k = r.keys;
   const out: { ip: string; json: string | undefined }[] = [];
   for (const ip of ips) {
-    const owners = plan ? (plan.allocations.get(ip)?.services ?? []) : ((await r.hashJson<Allocation>(k.allocations())).get(ip)?.services ?? []);
+    const owners = plan ? (plan.allocations.get(ip)?.services ?? []) : (parseAllocation(await r.redis.hget(k.allocations(), ip))?.services ?? []);
     const fromStore = owners.filter((o) => !plan?.overrides.has(o));
     const services: ServiceRecord[] = [...(await r.records('Service', fromStore))];
     for (const o of owners) {
@@ -114,7 +153,9 @@ async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPla
     let json: string | undefined;
     if (managed.length > 0) {
       const slices: EndpointSliceRecord[] = [];
-      for (const s of managed) {
+      // serviceIpIntent reads slices only when every Service of the IP is Local: skip the reads otherwise.
+      const local = managed.every((s) => s.externalTrafficPolicy === 'Local');
+      for (const s of local ? managed : []) {
         const bySlice = await r.hashJson<EndpointSliceRecord>(k.serviceEndpoints(s.key));
         if (sliceOverride?.service === s.key) {
           if (sliceOverride.slice) bySlice.set(sliceOverride.sliceKey, sliceOverride.slice);
@@ -137,6 +178,7 @@ function writeAllocationPlan(w: TxWriter, plan: AllocationPlan): void {
     else w.multi.hdel(k.allocations(), ip);
   }
   for (const [service, ip] of plan.serviceIpChanges) {
+    if (!plan.serviceIpChanged(service, ip)) continue;
     if (ip) w.multi.hset(k.serviceIps(), service, ip);
     else w.multi.hdel(k.serviceIps(), service);
   }
@@ -156,14 +198,14 @@ function writeIntents(w: TxWriter, intents: { ip: string; json: string | undefin
 
 async function handleService(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
   const deleting = event.action === 'delete';
-  const record = deleting ? undefined : parseService(event.object);
+  const record = deleting ? undefined : recordOf(event, 'Service', parseService);
   const k = store.keys;
   return store.transact<Outcome>([k.object('Service', id.key), k.allocations(), k.serviceIps(), k.epoch('Eip'), k.serviceEndpoints(id.key)], async (r) => {
     const stored = await r.object('Service', id.key);
-    const decision = decideWrite(storedVersion(stored), { uid: id.uid, resourceVersion: id.resourceVersion, deleting });
+    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
-    const plan = await AllocationPlan.load(r);
     const pools = await r.allRecords('Eip');
+    const plan = await AllocationPlan.loadForService(r, id.key, record, pools);
     const sentence = plan.assign(id.key, record, pools);
     const intents = await planIntents(r, plan.touchedIps, plan);
     return {
@@ -180,11 +222,11 @@ async function handleService(event: KubeEvent, { store }: FunctionDeps, id: Iden
 
 async function handleSlice(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
   const deleting = event.action === 'delete';
-  const record = deleting ? undefined : parseEndpointSlice(event.object);
+  const record = deleting ? undefined : recordOf(event, 'EndpointSlice', parseEndpointSlice);
   const k = store.keys;
   return store.transact<Outcome>([k.object('EndpointSlice', id.key), k.allocations(), k.serviceIps()], async (r) => {
     const stored = await r.object('EndpointSlice', id.key);
-    const decision = decideWrite(storedVersion(stored), { uid: id.uid, resourceVersion: id.resourceVersion, deleting });
+    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
     const prev = stored && !stored.deleted && stored.record.kind === 'EndpointSlice' ? stored.record : undefined;
     const services = [...new Set([prev?.service, record?.service].filter((s): s is string => s !== undefined))];
@@ -209,11 +251,11 @@ async function handleSlice(event: KubeEvent, { store }: FunctionDeps, id: Identi
 
 async function handleEip(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
   const deleting = event.action === 'delete';
-  const record = deleting ? undefined : parseEip(event.object);
+  const record = deleting ? undefined : recordOf(event, 'Eip', parseEip);
   const k = store.keys;
   return store.transact<Outcome>([k.object('Eip', id.key), k.epoch('Eip'), k.allocations(), k.serviceIps(), k.pending()], async (r) => {
     const stored = await r.object('Eip', id.key);
-    const decision = decideWrite(storedVersion(stored), { uid: id.uid, resourceVersion: id.resourceVersion, deleting });
+    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
     const others = (await r.allRecords('Eip')).filter((e) => e.key !== id.key);
     if (record) checkPoolOverlap(record, others);

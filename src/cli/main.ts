@@ -7,6 +7,12 @@ import { registerServe } from './serve.js';
 import { registerState } from './state.js';
 import { registerSpeaker } from './speaker.js';
 import { registerLab } from './lab.js';
+import { registerBridge } from './bridge.js';
+import { registerResync } from './resync.js';
+import { registerStatusWriter } from './status-writer.js';
+import { registerEvents, registerReplay } from './events.js';
+import { registerExplain } from './explain.js';
+import { registerInspect } from './inspect.js';
 
 export function parsePort(value: string): number {
   const n = Number(value);
@@ -26,6 +32,13 @@ export function buildProgram(): Command {
   registerState(program);
   registerSpeaker(program);
   registerLab(program);
+  registerBridge(program);
+  registerResync(program);
+  registerStatusWriter(program);
+  registerEvents(program);
+  registerReplay(program);
+  registerExplain(program);
+  registerInspect(program);
   return program;
 }
 

@@ -1,9 +1,10 @@
 import { hostname } from 'node:os';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { FUNCTIONS, FUNCTION_NAMES } from '../functions.js';
 import { createLogger } from '../log.js';
 import { serveFunction, DEFAULT_BODY_LIMIT } from '../serve/http.js';
 import { consumeStream } from '../serve/stream.js';
+import { DEFAULT_TOLERANCE_SECONDS, loadWebhookSecret } from '../serve/webhook.js';
 import type { FunctionName } from '../store/keys.js';
 import { Store } from '../store/store.js';
 import { RacklbError } from '../errors.js';
@@ -19,10 +20,17 @@ export function registerServe(program: Command): void {
     .option('--redis <url>', 'Redis URL (redis://, rediss://, unix:///path); env RACKLB_REDIS_URL', redisDefault())
     .option('--prefix <prefix>', 'key prefix in Redis', 'racklb')
     .option('--body-limit <bytes>', 'largest accepted request body', (v) => Number(v), DEFAULT_BODY_LIMIT)
+    .option('--rate-limit <per-second>', 'requests a second accepted on POST routes, over it 429 with Retry-After (0: no limit); env RACKLB_RATE_LIMIT', parseRate, parseRate(process.env.RACKLB_RATE_LIMIT ?? '0'))
+    .option('--rate-burst <requests>', 'largest burst above --rate-limit (default: one second\'s worth)', parseRate)
     .addOption(new Option('--from-stream', 'consume the function\'s Redis stream instead of serving HTTP (KEDA)'))
     .option('--consumer <name>', 'consumer name in the stream\'s group', hostname())
-    .action(async (fn: FunctionName, opts: { port: number; host: string; redis?: string; prefix: string; bodyLimit: number; fromStream?: boolean; consumer: string }) => {
+    .option('--allow-unsigned-webhooks', 'accept plain JSON webhooks and POST /resync without a signature when no webhook secret is set (trusted networks only)')
+    .option('--webhook-tolerance <seconds>', 'how far a signed webhook\'s timestamp may be from this clock', parseTolerance, DEFAULT_TOLERANCE_SECONDS)
+    .action(async (fn: FunctionName, opts: { port: number; host: string; redis?: string; prefix: string; bodyLimit: number; fromStream?: boolean; consumer: string; allowUnsignedWebhooks?: boolean; webhookTolerance: number; rateLimit: number; rateBurst?: number }) => {
       if (!opts.redis) throw new RacklbError('RACKLB_USAGE', '--redis is required (or set RACKLB_REDIS_URL)');
+      // The secret comes from the environment or a mounted file only, never from argv.
+      const secret = loadWebhookSecret();
+      if (secret !== undefined && opts.allowUnsignedWebhooks) throw new RacklbError('RACKLB_USAGE', '--allow-unsigned-webhooks: cannot be combined with a webhook secret (a secret means every webhook is signed)');
       const logger = createLogger(fn);
       const store = Store.open(opts.redis, { prefix: opts.prefix, failFast: true, connectionName: `racklb-${fn}` });
       const def = FUNCTIONS[fn];
@@ -36,10 +44,29 @@ export function registerServe(program: Command): void {
         await store.close();
         return;
       }
-      const server = await serveFunction(def, { store, logger }, { host: opts.host, port: opts.port, bodyLimit: opts.bodyLimit });
+      const server = await serveFunction(def, { store, logger }, {
+        host: opts.host,
+        port: opts.port,
+        bodyLimit: opts.bodyLimit,
+        ...(opts.rateLimit > 0 ? { rateLimit: { perSecond: opts.rateLimit, ...(opts.rateBurst === undefined ? {} : { burst: opts.rateBurst }) } } : {}),
+        webhooks: { ...(secret === undefined ? {} : { secret }), allowUnsigned: opts.allowUnsignedWebhooks === true, toleranceSeconds: opts.webhookTolerance },
+      });
+      if (secret === undefined && opts.allowUnsignedWebhooks) logger.warn('plain webhooks and /resync accepted WITHOUT a signature (--allow-unsigned-webhooks)');
       logger.info({ url: server.url }, 'ready');
       await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve()));
       await server.close();
       await store.close();
     });
+}
+
+function parseTolerance(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 3600) throw new InvalidArgumentError('must be a whole number of seconds between 1 and 3600');
+  return n;
+}
+
+function parseRate(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || n > 1_000_000) throw new InvalidArgumentError('must be a number between 0 and 1000000');
+  return n;
 }

@@ -1,5 +1,6 @@
 /** BgpPeer: one router a speaker peers with. v1alpha2 is OpenELB's shape, v1alpha1 PorterLB's first one. */
 import { invalidField } from '../errors.js';
+import { REDACTED } from '../secrets.js';
 import {
   type Obj,
   MAX_ASN,
@@ -95,6 +96,9 @@ function authPassword(raw: unknown, field: string): string | undefined {
   if (raw === undefined || raw === null || raw === '') return undefined;
   if (typeof raw !== 'string') throw invalidField(field, 'must be a string');
   if (raw.length > MAX_MD5_KEY) throw invalidField(field, `must be at most ${MAX_MD5_KEY} characters (the TCP-MD5 key limit)`);
+  // The journal keeps events with the password replaced by this placeholder (src/secrets.ts); a
+  // replayed copy must not become the session's MD5 key.
+  if (raw === REDACTED) throw invalidField(field, `must not be ${JSON.stringify(REDACTED)}, the journal's placeholder for a redacted password: apply the BgpPeer from its source`);
   return raw;
 }
 

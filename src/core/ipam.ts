@@ -151,6 +151,21 @@ export function allocate(
   return fail(`no free address in pools ${choice.pools.map((p) => `"${p.name}"`).join(', ')} (${inUse} in use)`);
 }
 
+/**
+ * The addresses whose allocations `allocate` looks at for this Service, or 'all' when it searches
+ * for the lowest free address: with the allocations at these addresses alone, `allocate` answers
+ * exactly as with every allocation. A handler then reads one or two hash fields instead of the
+ * whole allocation table (test/unit/core/ipam-consulted.test.ts holds the two to the same answer).
+ */
+export function addressesConsulted(service: ServiceRecord, pools: readonly EipRecord[], current: Allocation | undefined): string[] | 'all' {
+  if (!service.managed) return [];
+  if (current !== undefined && stillFits(service, current, pools)) return [current.ip];
+  const choice = choosePools(service, pools);
+  if (!choice.ok) return [];
+  if (service.requestedIp !== undefined && choice.pools[0] !== undefined) return [service.requestedIp];
+  return 'all';
+}
+
 function fail(reason: string): { ok: false; reason: string } {
   return { ok: false, reason };
 }
@@ -175,7 +190,20 @@ function stillFits(service: ServiceRecord, current: Allocation, pools: readonly 
   return service.requestedPool === undefined || service.requestedPool === current.pool;
 }
 
-type PoolChoice = { ok: true; pools: EipRecord[] } | { ok: false; reason: string };
+/** Why a pool is the one a Service's IP comes from, in the order choosePools tries them. */
+export type PoolChoiceReason =
+  /** The Service names the pool (annotation eip.porter.kubesphere.io/v1alpha2). */
+  | 'poolAnnotation'
+  /** The pool holds the IP the Service requests. */
+  | 'poolOfRequestedIp'
+  /** The pool is bound to the Service's namespace (namespaces, namespaceSelector). */
+  | 'namespacePool'
+  /** The default pool (annotation eip.porter.kubesphere.io/is-default-eip). */
+  | 'defaultPool'
+  /** Today another pool would be chosen; the Service keeps its IP while it still fits. */
+  | 'keptWhileItFits';
+
+type PoolChoice = { ok: true; pools: EipRecord[]; by: Exclude<PoolChoiceReason, 'keptWhileItFits'> } | { ok: false; reason: string };
 
 function familyName(f: Family): string {
   return f === 'ipv4' ? 'IPv4' : 'IPv6';
@@ -196,23 +224,39 @@ function choosePools(service: ServiceRecord, pools: readonly EipRecord[]): PoolC
     if (pool.disable) return fail(`pool "${pool.name}" is disabled`);
     if (family !== undefined && pool.family !== family) return wrongFamily(`pool "${pool.name}"`, pool.family);
     if (ip !== undefined && !ipInPool(ip, pool)) return fail(`requested IP ${ip} is not in pool "${pool.name}" (${pool.address})`);
-    return { ok: true, pools: [pool] };
+    return { ok: true, pools: [pool], by: 'poolAnnotation' };
   }
   if (ip !== undefined) {
     const holding = pools.filter((p) => ipInPool(ip, p)).sort((a, b) => cmp(a.name, b.name));
     const enabled = holding.find((p) => !p.disable);
-    if (enabled !== undefined) return { ok: true, pools: [enabled] };
+    if (enabled !== undefined) return { ok: true, pools: [enabled], by: 'poolOfRequestedIp' };
     const disabled = holding[0];
     if (disabled !== undefined) return fail(`requested IP ${ip} is in pool "${disabled.name}", which is disabled`);
     return fail(`requested IP ${ip} is in no enabled Eip`);
   }
   const bound = namespacePools(service.namespace, pools, family);
-  if (bound.length > 0) return { ok: true, pools: bound };
+  if (bound.length > 0) return { ok: true, pools: bound, by: 'namespacePool' };
   const dflt = pools.filter((p) => p.isDefault).sort((a, b) => cmp(a.name, b.name))[0];
   if (dflt === undefined) return fail(`no enabled Eip is bound to namespace "${service.namespace}" and there is no default Eip`);
   if (dflt.disable) return fail(`the default pool "${dflt.name}" is disabled`);
   if (family !== undefined && dflt.family !== family) return wrongFamily(`the default pool "${dflt.name}"`, dflt.family);
-  return { ok: true, pools: [dflt] };
+  return { ok: true, pools: [dflt], by: 'defaultPool' };
+}
+
+/** Where a Service's IP came from: for `racklb explain`, from the same rules that chose it. */
+export interface AllocationOrigin {
+  /** The Service asked for this very address (annotation or spec.loadBalancerIP); else it was the lowest free one. */
+  requested: boolean;
+  by: PoolChoiceReason;
+  /** Other Services holding the same address. */
+  sharedWith: string[];
+}
+
+export function allocationOrigin(service: ServiceRecord, allocation: Allocation, pools: readonly EipRecord[]): AllocationOrigin {
+  const requested = service.requestedIp !== undefined && ipKey(service.requestedIp) === ipKey(allocation.ip);
+  const choice = choosePools(service, pools);
+  const by: PoolChoiceReason = choice.ok && choice.pools.some((p) => p.name === allocation.pool) ? choice.by : 'keptWhileItFits';
+  return { requested, by, sharedWith: allocation.services.filter((s) => s !== service.key) };
 }
 
 /**

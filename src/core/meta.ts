@@ -25,6 +25,11 @@ const API_VERSIONS: Readonly<Record<Kind, readonly string[]>> = {
   BgpConf: [CRD_V1ALPHA2, CRD_V1ALPHA1],
 };
 
+/** The apiVersion racklb writes when it must name one (a resync's event header). */
+export function preferredApiVersion(kind: Kind): string {
+  return API_VERSIONS[kind][0] ?? 'v1';
+}
+
 const NAMESPACED: ReadonlySet<Kind> = new Set<Kind>(['Service', 'EndpointSlice']);
 
 /** Opaque identifiers; the bound only keeps hostile input from bloating keys and logs. */

@@ -26,10 +26,19 @@ export function compareResourceVersions(a: string, b: string): number | undefine
   return a === b ? 0 : undefined;
 }
 
-export function decideWrite(stored: StoredVersion | undefined, incoming: { uid: string; resourceVersion: string; deleting: boolean }): WriteDecision {
-  if (stored === undefined) {
-    return incoming.deleting ? { apply: false, reason: 'delete of an object never stored' } : { apply: true };
+/**
+ * `resync` marks a recomputation from the stored record itself (POST /resync): it applies only
+ * while that exact version is still the stored one, so a newer event that landed meanwhile (and
+ * derived its own state) is never overwritten by the older record the resync read.
+ */
+export function decideWrite(stored: StoredVersion | undefined, incoming: { uid: string; resourceVersion: string; deleting: boolean; resync?: boolean }): WriteDecision {
+  if (incoming.resync) {
+    if (stored !== undefined && !stored.deleted && stored.uid === incoming.uid && stored.resourceVersion === incoming.resourceVersion) return { apply: true };
+    return { apply: false, reason: 'changed since the resync read it: a newer event has derived its state already' };
   }
+  // A delete of an object never stored still writes its tombstone: with unordered delivery the
+  // add may simply not have arrived yet, and must not bring the object back when it does.
+  if (stored === undefined) return { apply: true };
   if (stored.deleted && stored.uid === incoming.uid && !incoming.deleting) {
     return { apply: false, reason: `object uid ${incoming.uid} was deleted at resourceVersion ${stored.resourceVersion}; a late add or update cannot bring it back` };
   }

@@ -4,8 +4,11 @@
  * the whole object as data, extensions kind/name/namespace/apiversion, and a fresh id per emission
  * (so the id is useless for deduplication: the store orders by uid and resourceVersion instead).
  */
+import { randomUUID } from 'node:crypto';
 import { CloudEvent, HTTP, ValidationError } from 'cloudevents';
+import type { KubeRecord } from '../core/types.js';
 import { invalidEvent } from '../errors.js';
+import { jsonShapeProblem } from './json.js';
 
 export type KubeAction = 'add' | 'update' | 'delete';
 
@@ -20,7 +23,15 @@ export interface KubeEvent {
   action: KubeAction;
   /** The Kubernetes object exactly as received. */
   object: unknown;
+  /**
+   * Set only by a resync (src/serve/resync.ts), never from the wire: the stored record to derive
+   * from again. `object` then carries just its apiVersion, kind and metadata.
+   */
+  record?: KubeRecord;
 }
+
+/** The CloudEvents versions the SDK reads; it accepts any other string without complaint. */
+const SPEC_VERSIONS: readonly string[] = ['1.0', '0.3'];
 
 type HeaderValue = string | string[] | undefined;
 
@@ -36,6 +47,7 @@ export function decodeHttpEvent(headers: Record<string, HeaderValue>, body: stri
   if (!hasCeHeaders && !structured) {
     throw invalidEvent('not a CloudEvent: expected ce-* headers (binary mode) or content-type application/cloudevents+json (structured mode)');
   }
+  refuseBadJsonShape(body);
   if (structured) {
     // The SDK accepts structured bodies that are not JSON objects; check first for a clear answer.
     let parsed: unknown;
@@ -51,8 +63,11 @@ export function decodeHttpEvent(headers: Record<string, HeaderValue>, body: stri
     const decoded = HTTP.toEvent<unknown>({ headers: flat, body }) as CloudEvent<unknown> | CloudEvent<unknown>[];
     if (Array.isArray(decoded)) throw invalidEvent('batched CloudEvents are not accepted: send one event per request');
     event = decoded;
-    // HTTP.toEvent builds events without validating them.
+    // HTTP.toEvent builds events without validating them, and validate() takes any specversion.
     event.validate();
+    if (!SPEC_VERSIONS.includes(event.specversion)) {
+      throw invalidEvent(`specversion ${JSON.stringify(event.specversion)}: must be 1.0 (or 0.3)`, 'specversion');
+    }
   } catch (err) {
     if (err instanceof ValidationError) {
       const detail = Array.isArray(err.errors) && err.errors.length > 0 ? `: ${JSON.stringify(err.errors).slice(0, 300)}` : '';
@@ -62,6 +77,14 @@ export function decodeHttpEvent(headers: Record<string, HeaderValue>, body: stri
     throw invalidEvent(`cannot decode CloudEvent: ${err instanceof Error ? err.message : String(err)}`);
   }
   return fromCloudEvent(event);
+}
+
+/** Duplicate keys and over-deep nesting, refused before any JSON parser sees the text (see json.ts). */
+function refuseBadJsonShape(text: string): void {
+  const start = text.trimStart().charCodeAt(0);
+  if (start !== 0x7b && start !== 0x5b) return;
+  const problem = jsonShapeProblem(text);
+  if (problem) throw invalidEvent(`${problem.field}: ${problem.rule}`, problem.field);
 }
 
 export function fromCloudEvent(event: CloudEvent<unknown>): KubeEvent {
@@ -79,8 +102,10 @@ export function fromCloudEvent(event: CloudEvent<unknown>): KubeEvent {
   let data: unknown = event.data;
   if (data === undefined && event.data_base64 !== undefined) data = Buffer.from(event.data_base64, 'base64').toString('utf8');
   if (typeof data === 'string' || data instanceof Uint8Array) {
+    const text = typeof data === 'string' ? data : Buffer.from(data).toString('utf8');
+    refuseBadJsonShape(text);
     try {
-      data = JSON.parse(typeof data === 'string' ? data : Buffer.from(data).toString('utf8'));
+      data = JSON.parse(text);
     } catch {
       throw invalidEvent('event data is not JSON: expected the Kubernetes object', 'data');
     }
@@ -91,22 +116,39 @@ export function fromCloudEvent(event: CloudEvent<unknown>): KubeEvent {
   return { id: event.id, source: event.source, type, time: event.time, action, object: data };
 }
 
-/** The CloudEvent ApiServerSource would send for this change of this object. */
+/** client-go's UnsafeGuessKindToResource, which ApiServerSource uses for the subject. */
+function guessResource(kind: string): string {
+  const singular = kind.toLowerCase();
+  if (singular.endsWith('s')) return `${singular}es`;
+  if (singular.endsWith('y')) return `${singular.slice(0, -1)}ies`;
+  return `${singular}s`;
+}
+
+/**
+ * The CloudEvent ApiServerSource would send for this change of this object, attribute for attribute
+ * (knative.dev/eventing pkg/adapter/apiserver/events): the four extensions are always set, empty for
+ * a cluster-scoped object's namespace, and the subject always has the `/namespaces/<ns>/` part.
+ */
 export function apiServerEvent(action: KubeAction, object: Record<string, unknown>, source: string, id?: string): CloudEvent<Record<string, unknown>> {
   const meta = (object.metadata ?? {}) as Record<string, unknown>;
-  const ext: Record<string, string> = {};
-  if (typeof object.kind === 'string') ext.kind = object.kind;
-  if (typeof meta.name === 'string') ext.name = meta.name;
-  if (typeof meta.namespace === 'string') ext.namespace = meta.namespace;
-  if (typeof object.apiVersion === 'string') ext.apiversion = object.apiVersion;
+  const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+  const kind = str(object.kind);
+  const apiVersion = str(object.apiVersion);
+  const name = str(meta.name);
+  const namespace = str(meta.namespace);
+  // ApiServerSource's own workaround for a group without a version.
+  const version = apiVersion.includes('.') && !apiVersion.includes('/') ? `${apiVersion}/versionUnknown` : apiVersion;
   return new CloudEvent<Record<string, unknown>>({
     ...(id === undefined ? {} : { id }),
     type: `${APISERVER_TYPE_PREFIX}${action}`,
     source,
-    subject: typeof meta.namespace === 'string' ? `/apis/v1/namespaces/${meta.namespace}/${String(object.kind ?? '').toLowerCase()}s/${String(meta.name)}` : undefined,
+    subject: `/apis/${version}/namespaces/${namespace}/${guessResource(kind)}/${name}`,
     datacontenttype: 'application/json',
     data: object,
-    ...ext,
+    kind,
+    apiversion: apiVersion,
+    name,
+    namespace,
   });
 }
 
@@ -126,4 +168,58 @@ export function toStructuredJson(event: CloudEvent<unknown>): string {
 
 export function decodeStructuredJson(text: string): KubeEvent {
   return decodeHttpEvent({ 'content-type': 'application/cloudevents+json' }, text);
+}
+
+/** The watch event types of the Kubernetes API that carry a change, and the action each is. */
+const WATCH_ACTIONS: Readonly<Record<string, KubeAction>> = { ADDED: 'add', MODIFIED: 'update', DELETED: 'delete' };
+
+/** The source of events that came in as plain webhooks, in the journal and on replay. */
+export const WEBHOOK_SOURCE = 'racklb/webhook';
+
+/**
+ * Decodes a plain JSON webhook shaped as a Kubernetes watch event, `{"type":"ADDED","object":{...}}`
+ * (what `kubectl get -w -o json` and client-go watches produce). It becomes the event
+ * ApiServerSource would have sent, so the journal and `racklb replay` treat both alike.
+ */
+export function decodeWatchEvent(body: string): KubeEvent {
+  refuseBadJsonShape(body);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    throw invalidEvent('webhook body is not valid JSON: expected a Kubernetes watch event {"type":"ADDED|MODIFIED|DELETED","object":{...}}');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw invalidEvent('webhook body must be a JSON object {"type":"ADDED|MODIFIED|DELETED","object":{...}}');
+  }
+  const { type, object } = parsed as Record<string, unknown>;
+  const action = typeof type === 'string' && Object.hasOwn(WATCH_ACTIONS, type) ? WATCH_ACTIONS[type] : undefined;
+  if (action === undefined) throw invalidEvent(`type: must be ADDED, MODIFIED or DELETED (got ${JSON.stringify(type ?? null).slice(0, 40)})`, 'type');
+  if (typeof object !== 'object' || object === null || Array.isArray(object)) throw invalidEvent('object: must be the Kubernetes object (a JSON object)', 'object');
+  return { id: randomUUID(), source: WEBHOOK_SOURCE, type: `${APISERVER_TYPE_PREFIX}${action}`, time: new Date().toISOString(), action, object };
+}
+
+/** An event as the journal keeps it (src/serve/handler.ts writes it): enough to send it again. */
+export interface JournaledEvent {
+  id: string;
+  source: string;
+  type: string;
+  time?: string | undefined;
+  data: unknown;
+}
+
+/** The CloudEvent a journaled event was (or, for a webhook, stands for), with ApiServerSource's extensions. */
+export function journaledCloudEvent(e: JournaledEvent): CloudEvent<Record<string, unknown>> {
+  const decoded = fromJournal(e);
+  const base = apiServerEvent(decoded.action, decoded.object as Record<string, unknown>, e.source, e.id);
+  return e.time === undefined ? base : base.cloneWith({ time: e.time });
+}
+
+/** A journaled event back into racklb's event, with the checks a received one gets. */
+export function fromJournal(e: JournaledEvent): KubeEvent {
+  if (typeof e.id !== 'string' || e.id === '' || typeof e.source !== 'string' || e.source === '' || typeof e.type !== 'string') {
+    throw invalidEvent('journaled event needs id, source and type');
+  }
+  const event = new CloudEvent<unknown>({ id: e.id, source: e.source, type: e.type, ...(e.time ? { time: e.time } : {}), data: e.data }, false);
+  return fromCloudEvent(event);
 }

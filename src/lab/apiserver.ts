@@ -30,6 +30,8 @@ export interface Delivery {
   status: number;
   outcome: string;
   detail: string;
+  /** The resourceVersion the event carried (tests check that acknowledged versions are stored). */
+  resourceVersion?: string;
 }
 
 const OBJECTS_FILE = join(LAB_RUN_DIR, 'objects.json');
@@ -199,7 +201,7 @@ export class LabApiServer {
             detail = text;
           }
         }
-        last = { kind: String(o.kind), key: objectKey(o), action, status: res.statusCode, outcome, detail };
+        last = { kind: String(o.kind), key: objectKey(o), action, status: res.statusCode, outcome, detail, resourceVersion: String((o.metadata as Obj).resourceVersion) };
         if (res.statusCode < 500) return last;
       } catch (err) {
         last = { kind: String(o.kind), key: objectKey(o), action, status: 0, outcome: 'unreachable', detail: `${def.name} at ${url}: ${(err as Error).message}` };

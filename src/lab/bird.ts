@@ -101,7 +101,8 @@ ${TIMERS}
 
 # Sessions with the speakers of rack ${rack.name}: any ASN but ${rack.asn}.
 template bgp rack_speaker from racklb_bgp {
-  local ${rack.router} as ${rack.asn};
+  local ${rack.router} as ${rack.asn};${rack.password === undefined ? '' : `
+  password "${rack.password}";         # TCP-MD5: the BgpPeer's authPassword must match`}
   graceful restart on;              # keep a restarting speaker's routes
   graceful restart time ${grTime};
   ipv4 {

@@ -90,10 +90,7 @@ export async function labUp(topology: Topology, say: Say = () => undefined): Pro
     const functions = {} as Record<FunctionName, string>;
     for (const fn of FUNCTION_NAMES) {
       const port = await freePort();
-      spawnInNetns(undefined, process.execPath, racklbArgs('serve', fn, '--port', String(port), '--host', '127.0.0.1', '--redis', LAB_REDIS_URL), {
-        logFile: join(labDir('functions'), `${fn}.log`),
-        pidFile: join(labDir('functions'), `${fn}.pid`),
-      });
+      startFunction(fn, port);
       functions[fn] = `http://127.0.0.1:${port}/`;
     }
     for (const fn of FUNCTION_NAMES) {
@@ -128,6 +125,21 @@ export async function markLabComplete(): Promise<void> {
   } finally {
     await store.close();
   }
+}
+
+function startFunction(fn: FunctionName, port: number): void {
+  spawnInNetns(undefined, process.execPath, racklbArgs('serve', fn, '--port', String(port), '--host', '127.0.0.1', '--redis', LAB_REDIS_URL), {
+    logFile: join(labDir('functions'), `${fn}.log`),
+    pidFile: join(labDir('functions'), `${fn}.pid`),
+  });
+}
+
+/** SIGKILLs a function and starts it again on the same port; resolves once it is ready. */
+export async function restartFunction(state: LabState, fn: FunctionName): Promise<void> {
+  await killPidFile(join(labDir('functions'), `${fn}.pid`), 'SIGKILL');
+  startFunction(fn, Number(new URL(state.functions[fn]).port));
+  const url = `${state.functions[fn]}health/readiness`;
+  await waitFor(`function ${fn} to be ready again`, async () => (await request(url)).statusCode === 200, 15_000, 50);
 }
 
 function readyNode(name: string, ip: string): Record<string, unknown> {

@@ -29,6 +29,11 @@ export interface RackTopology {
   uplink: { spine: string; leaf: string; prefix: string };
   nodes: { name: string; ip: string }[];
   daemon: 'bird';
+  /**
+   * TCP-MD5 password the leaf requires from the rack's speakers (the BgpPeer's authPassword must
+   * match). Absent: no MD5. Kept out of logs; it is written to the router's config file only.
+   */
+  password?: string;
 }
 
 export const MAX_RACKS = 16;
@@ -127,7 +132,7 @@ export function parseTopology(yamlText: string): Topology {
 
   racksRaw.forEach((raw, i) => {
     const at = `racks[${i}]`;
-    const r = mapping(at, raw, ['name', 'asn', 'subnet', 'router', 'uplink', 'nodes', 'daemon']);
+    const r = mapping(at, raw, ['name', 'asn', 'subnet', 'router', 'uplink', 'nodes', 'daemon', 'password']);
     const name = dnsLabel(`${at}.name`, r.name);
     claimName(`${at}.name`, name);
     const rackAsn = asn(`${at}.asn`, r.asn);
@@ -167,7 +172,8 @@ export function parseTopology(yamlText: string): Topology {
       uplink = cidr(`${at}.uplink`, r.uplink, 'the lower address of a /31, e.g. 203.0.113.0/31');
       if (uplink.len !== 31) throw invalidField(`${at}.uplink`, 'must be a /31 (the spine takes the lower address, the leaf the higher)', uplink.text);
     }
-    partials.push({ rack: { name, asn: rackAsn, subnet: subnet.text, router, nodes, daemon: daemon(`${at}.daemon`, r.daemon) }, subnet, uplink });
+    const pw = password(`${at}.password`, r.password);
+    partials.push({ rack: { name, asn: rackAsn, subnet: subnet.text, router, nodes, daemon: daemon(`${at}.daemon`, r.daemon), ...(pw === undefined ? {} : { password: pw }) }, subnet, uplink });
   });
 
   // Uplinks must not collide with each other or with any rack subnet (checked once every subnet is known).
@@ -200,7 +206,7 @@ export function parseTopology(yamlText: string): Topology {
   // Key order as declared in the interfaces, for stable JSON.
   return {
     spine,
-    racks: racks.map((r) => ({ name: r.name, asn: r.asn, subnet: r.subnet, router: r.router, uplink: r.uplink, nodes: r.nodes, daemon: r.daemon })),
+    racks: racks.map((r) => ({ name: r.name, asn: r.asn, subnet: r.subnet, router: r.router, uplink: r.uplink, nodes: r.nodes, daemon: r.daemon, ...(r.password === undefined ? {} : { password: r.password }) })),
   };
 }
 
@@ -235,6 +241,18 @@ function asn(field: string, value: unknown): number {
 function daemon(field: string, value: unknown): 'bird' {
   if (value === undefined || value === null || value === 'bird') return 'bird';
   throw invalidField(field, 'must be "bird" (the only router daemon the lab runs)', value);
+}
+
+/**
+ * 1-80 printable ASCII characters (Linux's TCP-MD5 key limit), without `"` and `\\`, so the
+ * password sits in a BIRD or FRR config unescaped. Never echoed in an error.
+ */
+function password(field: string, value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string' || !/^[\x20-\x7e]{1,80}$/.test(value) || /["\\]/.test(value)) {
+    throw invalidField(field, 'must be 1 to 80 printable ASCII characters without " and \\ (the TCP-MD5 key)');
+  }
+  return value;
 }
 
 function ipv4(field: string, value: unknown): string {

@@ -4,7 +4,8 @@
  */
 import type { Logger } from 'pino';
 import { isRacklbError, RacklbError } from '../errors.js';
-import type { Kind, Outcome } from '../core/types.js';
+import { redactReplacer, redactText } from '../secrets.js';
+import type { Kind, KubeRecord, Outcome } from '../core/types.js';
 import type { KubeEvent } from '../events/codec.js';
 import type { FunctionName } from '../store/keys.js';
 import type { Store } from '../store/store.js';
@@ -60,7 +61,7 @@ export async function runHandler(def: FunctionDefinition, event: KubeEvent, deps
 /** Journals an event that never reached a handler (undecodable envelope). */
 export async function journalRejectedEnvelope(deps: FunctionDeps, fn: FunctionName, reason: string, via: string, rawBody: string): Promise<void> {
   await deps.store
-    .appendJournal({ at: new Date().toISOString(), fn, via, outcome: 'rejected', detail: reason, kind: '', key: '', uid: '', rv: '', id: '', type: '', event: rawBody.slice(0, 4096) })
+    .appendJournal({ at: new Date().toISOString(), fn, via, outcome: 'rejected', detail: reason, kind: '', key: '', uid: '', rv: '', id: '', type: '', event: redactText(rawBody).slice(0, 4096) })
     .catch((err: unknown) => deps.logger.warn({ err: String(err) }, 'could not journal a rejected request'));
 }
 
@@ -80,13 +81,29 @@ async function journal(deps: FunctionDeps, fn: FunctionName, event: KubeEvent, o
       id: event.id,
       type: event.type,
       source: event.source,
-      event: JSON.stringify({ id: event.id, source: event.source, type: event.type, time: event.time, data: event.object }),
+      // A BgpPeer's MD5 password stays out of the journal (docs/operations.md, secrets).
+      event: JSON.stringify({ id: event.id, source: event.source, type: event.type, time: event.time, data: event.object }, redactReplacer),
     });
   } catch (err) {
     // The effect is stored; losing its journal line is worth a warning, not a retry that would
     // journal the same event twice.
     deps.logger.warn({ err: String(err), eventId: event.id }, 'could not append to the event journal');
   }
+}
+
+/**
+ * The record a handler derives from: the stored one a resync hands over (src/serve/resync.ts),
+ * else the event's object parsed and validated by `parse`.
+ */
+export function recordOf<K extends Kind>(event: KubeEvent, kind: K, parse: (raw: unknown) => Extract<KubeRecord, { kind: K }>): Extract<KubeRecord, { kind: K }> {
+  if (event.record === undefined) return parse(event.object);
+  if (event.record.kind !== kind) throw new RacklbError('RACKLB_INVALID_EVENT', `resync of a ${event.record.kind} handed to the ${kind} handler`);
+  return event.record as Extract<KubeRecord, { kind: K }>;
+}
+
+/** What `decideWrite` compares against the stored version. */
+export function incomingVersion(event: KubeEvent, id: { uid: string; resourceVersion: string }): { uid: string; resourceVersion: string; deleting: boolean; resync: boolean } {
+  return { uid: id.uid, resourceVersion: id.resourceVersion, deleting: event.action === 'delete', resync: event.record !== undefined };
 }
 
 /** Rejects an event whose object is of a kind this function does not own. */

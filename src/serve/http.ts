@@ -1,17 +1,22 @@
 /**
  * Serves one function over HTTP the way Knative delivers events: CloudEvents in binary or
  * structured mode on `/`, health on /health/liveness and /health/readiness, metrics on /metrics.
+ * Plain JSON webhooks (Kubernetes watch events, signed with a shared secret) on `/` too, told
+ * apart by the absence of a CloudEvent envelope, and a signed POST /resync (webhook.ts, resync.ts).
  *
  * Answers follow what a Knative broker does with them: 2xx with an EMPTY body when applied or
  * stale (a 2xx body that is not a CloudEvent counts as a failed delivery), 400 for input that will
  * never succeed (not retried), 503 when Redis is unreachable (retried with backoff).
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Histogram, Registry } from 'prom-client';
-import { isRacklbError } from '../errors.js';
-import { decodeHttpEvent } from '../events/codec.js';
+import { invalidEvent, isRacklbError } from '../errors.js';
+import { decodeHttpEvent, decodeWatchEvent } from '../events/codec.js';
 import { journalRejectedEnvelope, runHandler, type FunctionDefinition, type FunctionDeps } from './handler.js';
+import { answerResync } from './resync.js';
+import { bucketFor, type RateLimit } from './ratelimit.js';
+import { authenticateWebhook, isCloudEventRequest, type WebhookOptions } from './webhook.js';
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
@@ -19,6 +24,10 @@ export interface ServeOptions {
   host: string;
   port: number;
   bodyLimit?: number;
+  /** Plain JSON webhooks and POST /resync (src/serve/webhook.ts); both refused when unset. */
+  webhooks?: WebhookOptions;
+  /** Requests a second on POST routes (ratelimit.ts); unlimited when unset. */
+  rateLimit?: RateLimit;
 }
 
 export interface FunctionServer {
@@ -28,6 +37,9 @@ export interface FunctionServer {
 }
 
 class BodyTooLarge extends Error {}
+
+/** How much of an oversized chunked body is read (and dropped) before the connection is cut. */
+const DRAIN_FACTOR = 4;
 
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -39,16 +51,23 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
     }
     const chunks: Buffer[] = [];
     let size = 0;
+    let tooLarge = false;
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
-        reject(new BodyTooLarge());
-        req.destroy();
+        // A body without content-length (chunked) is read to its end and dropped, so the sender
+        // gets its 413 instead of a connection reset; one that goes on and on is cut off.
+        if (!tooLarge) chunks.length = 0;
+        tooLarge = true;
+        if (size > limit * DRAIN_FACTOR) {
+          reject(new BodyTooLarge());
+          req.destroy();
+        }
         return;
       }
       chunks.push(chunk);
     });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('end', () => (tooLarge ? reject(new BodyTooLarge()) : resolve(Buffer.concat(chunks).toString('utf8'))));
     req.on('error', reject);
   });
 }
@@ -68,6 +87,7 @@ function answer(res: ServerResponse, status: number, headers: Record<string, str
 
 export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps, opts: ServeOptions): Promise<FunctionServer> {
   const limit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const bucket = bucketFor(opts.rateLimit);
   const registry = new Registry();
   const events = new Counter({ name: 'racklb_function_events_total', help: 'Events handled, by outcome', labelNames: ['function', 'outcome'], registers: [registry] });
   const latency = new Histogram({
@@ -83,6 +103,18 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
       deps.logger.error({ err: String(err) }, 'request failed unexpectedly');
       if (!res.headersSent) answer(res, 500, {}, JSON.stringify({ error: 'internal error' }));
     });
+  });
+
+  // Requests Node's parser refuses (headers over 16 KiB, broken framing) get a reason too; Node's
+  // own answer is a bare status line. They never reach a function, so they are not journaled.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const reason = JSON.stringify({ error: `malformed HTTP request (${err.code ?? 'parse error'}): ${status === 431 ? 'headers larger than 16 KiB' : err.message}` });
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`);
   });
 
   async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -102,8 +134,14 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
       res.end(text);
       return;
     }
-    if (path !== '/') return answer(res, 404, {}, JSON.stringify({ error: `no route ${path}` }));
-    if (req.method !== 'POST') return answer(res, 405, { allow: 'POST' }, JSON.stringify({ error: 'events are POSTed to /' }));
+    if (path !== '/' && path !== '/resync') return answer(res, 404, {}, JSON.stringify({ error: `no route ${path}` }));
+    if (req.method !== 'POST') return answer(res, 405, { allow: 'POST' }, JSON.stringify({ error: 'events are POSTed to /, resync requests to /resync' }));
+    // Health and metrics are never limited, so probes keep answering during a flood.
+    if (bucket !== undefined && !bucket.take()) {
+      events.inc({ function: def.name, outcome: 'throttled' });
+      const wait = bucket.retryAfterSeconds();
+      return answer(res, 429, { 'retry-after': String(wait) }, JSON.stringify({ error: `over the rate limit of ${bucket.rate} requests per second (burst ${bucket.burst}): retry after ${wait} s` }));
+    }
 
     const stop = latency.startTimer({ function: def.name });
     let body: string;
@@ -117,17 +155,38 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
       }
       throw err;
     }
+    // Webhooks and /resync carry no CloudEvent envelope; the shared secret stands in for it.
+    const webhook = path === '/' && !isCloudEventRequest(req.headers);
+    const webhookOpts = opts.webhooks ?? {};
+    if (path === '/resync' || (webhook && (webhookOpts.secret !== undefined || webhookOpts.allowUnsigned))) {
+      const auth = authenticateWebhook(req.headers, body, webhookOpts);
+      if (!auth.ok) {
+        events.inc({ function: def.name, outcome: 'unauthorized' });
+        await journalRejectedEnvelope(deps, def.name, auth.reason, path === '/resync' ? 'resync' : 'webhook', '');
+        stop();
+        return answer(res, auth.status, { 'racklb-outcome': 'rejected' }, JSON.stringify({ error: auth.reason }));
+      }
+    }
+    if (path === '/resync') {
+      const resync = await answerResync(def, deps, body);
+      stop();
+      return answer(res, resync.status, {}, resync.body);
+    }
     let event;
     try {
-      event = decodeHttpEvent(req.headers, body);
+      if (webhook && webhookOpts.secret === undefined && !webhookOpts.allowUnsigned) {
+        throw invalidEvent('not a CloudEvent: expected ce-* headers (binary mode) or content-type application/cloudevents+json (structured mode); plain JSON webhooks are off (set RACKLB_WEBHOOK_SECRET or RACKLB_WEBHOOK_SECRET_FILE, or --allow-unsigned-webhooks)');
+      }
+      event = webhook ? decodeWatchEvent(body) : decodeHttpEvent(req.headers, body);
     } catch (err) {
       const message = isRacklbError(err) ? err.message : String(err);
+      const field = isRacklbError(err) ? err.field : undefined;
       events.inc({ function: def.name, outcome: 'rejected' });
-      await journalRejectedEnvelope(deps, def.name, message, 'http', body);
+      await journalRejectedEnvelope(deps, def.name, message, webhook ? 'webhook' : 'http', body);
       stop();
-      return answer(res, 400, { 'racklb-outcome': 'rejected' }, JSON.stringify({ error: message }));
+      return answer(res, 400, { 'racklb-outcome': 'rejected' }, JSON.stringify({ error: message, ...(field === undefined ? {} : { field }) }));
     }
-    const handled = await runHandler(def, event, deps, 'http');
+    const handled = await runHandler(def, event, deps, webhook ? 'webhook' : 'http');
     stop();
     if (!handled.ok) {
       events.inc({ function: def.name, outcome: 'retry' });

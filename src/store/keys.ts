@@ -36,6 +36,11 @@ export class Keys {
     return `${this.base}:obj:${kind}:*`;
   }
 
+  /** SCAN pattern matching every key of this prefix (for `racklb replay --into`, which empties its target). */
+  allPattern(): string {
+    return `${this.base}:*`;
+  }
+
   /** SET: keys of the live (not deleted) objects of a kind. */
   index(kind: Kind): string {
     return `${this.base}:idx:${kind}`;

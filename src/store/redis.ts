@@ -1,11 +1,12 @@
 /**
  * Opening a Redis connection from what an operator gives us: `redis://host:port/db`,
- * `rediss://...` (TLS), `unix:///path/to/socket` or a bare socket path. Credentials never come
+ * `rediss://...` (TLS), `unix:///path/to/socket` or a bare socket path, and a Redis Cluster from
+ * one seed node: `redis+cluster://host:port` (`rediss+cluster://` with TLS). Credentials never come
  * from the URL on a command line: RACKLB_REDIS_USERNAME, RACKLB_REDIS_PASSWORD or
  * RACKLB_REDIS_PASSWORD_FILE, and RACKLB_REDIS_CA_FILE for TLS.
  */
 import { readFileSync } from 'node:fs';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { RacklbError } from '../errors.js';
 
 export interface ConnectOptions {
@@ -37,7 +38,7 @@ export function redisOptions(url: string, opts: ConnectOptions = {}): RedisOptio
       throw new RacklbError('RACKLB_USAGE', `--redis ${JSON.stringify(url)}: must be redis://host:port, rediss://host:port or unix:///path`);
     }
     if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
-      throw new RacklbError('RACKLB_USAGE', `--redis ${JSON.stringify(url)}: scheme must be redis:, rediss: or unix:`);
+      throw new RacklbError('RACKLB_USAGE', `--redis ${JSON.stringify(url)}: scheme must be redis:, rediss:, redis+cluster:, rediss+cluster: or unix:`);
     }
     if (parsed.password) {
       throw new RacklbError('RACKLB_USAGE', '--redis: put no password in the URL; set RACKLB_REDIS_PASSWORD or RACKLB_REDIS_PASSWORD_FILE instead');
@@ -56,11 +57,51 @@ export function redisOptions(url: string, opts: ConnectOptions = {}): RedisOptio
   return options;
 }
 
+const lastErrors = new WeakMap<Redis, Error>();
+
+/** `redis+cluster://host:port` or `rediss+cluster://host:port`: one seed node of a Redis Cluster. */
+export function isClusterUrl(url: string): boolean {
+  return /^rediss?\+cluster:\/\//.test(url);
+}
+
+/**
+ * A Redis Cluster client for a `redis+cluster://` URL. Every racklb key carries the hash tag
+ * `{<prefix>}`, so all of them live in one slot and every WATCH/MULTI/EXEC and Lua call goes to
+ * the one master that owns it; the client follows MOVED/ASK when the slot moves. The Cluster
+ * client has the same command interface as a single connection, which is how the rest of racklb
+ * uses it (keyed commands, duplicate, connect, disconnect).
+ */
+function connectCluster(url: string, opts: ConnectOptions): Redis {
+  const node = redisOptions(url.replace('+cluster', ''), opts);
+  if (node.db !== undefined && node.db !== 0) throw new RacklbError('RACKLB_USAGE', `--redis ${JSON.stringify(url)}: a Redis Cluster has only database 0`);
+  const { host, port, db: _db, lazyConnect: _lazy, retryStrategy, ...redisOpts } = node;
+  const cluster = new Cluster([{ host: host ?? '127.0.0.1', port: port ?? 6379 }], {
+    lazyConnect: true,
+    redisOptions: redisOpts,
+    clusterRetryStrategy: retryStrategy,
+    // A cluster client queues commands while it has no cluster, without any timeout: a function
+    // (failFast) must answer 503 instead, so its commands fail at once while disconnected.
+    enableOfflineQueue: !opts.failFast,
+    // A failover or resharding is survivable: retry instead of failing the command at once.
+    retryDelayOnFailover: 100,
+    retryDelayOnClusterDown: 200,
+    retryDelayOnTryAgain: 100,
+  });
+  return cluster as unknown as Redis;
+}
+
 export function connectRedis(url: string, opts: ConnectOptions = {}): Redis {
-  const redis = new Redis(redisOptions(url, opts));
+  const redis = isClusterUrl(url) ? connectCluster(url, opts) : new Redis(redisOptions(url, opts));
   // Errors surface on the commands that fail; an unhandled 'error' event would crash the process.
-  redis.on('error', () => undefined);
+  // The last one is kept: a refused AUTH or a failed TLS handshake otherwise surfaces only as
+  // "Connection is closed", which tells an operator nothing.
+  redis.on('error', (err: Error) => lastErrors.set(redis, err));
   return redis;
+}
+
+/** The last connection error ioredis reported for this client, if any. */
+export function lastConnectionError(redis: Redis): Error | undefined {
+  return lastErrors.get(redis);
 }
 
 /** Maps whatever ioredis throws to the error our callers understand. */

@@ -13,7 +13,7 @@ import { RacklbError } from '../errors.js';
 import type { Kind, KubeRecord } from '../core/types.js';
 import type { StoredVersion } from '../core/versions.js';
 import { Keys } from './keys.js';
-import { connectRedis, storeError, type ConnectOptions } from './redis.js';
+import { connectRedis, lastConnectionError, storeError, type ConnectOptions } from './redis.js';
 
 export type StoredObject =
   | { deleted: false; record: KubeRecord }
@@ -25,6 +25,8 @@ export const TOMBSTONE_TTL_MS = 24 * 60 * 60 * 1000;
 export const CHANGES_MAXLEN = 100_000;
 export const JOURNAL_MAXLEN = 100_000;
 const MAX_ATTEMPTS = 50;
+/** How long the watched keys of a transaction whose EXEC failed count as contended (see `transact`). */
+const CONTENDED_MS = 1000;
 
 /** Where a change applies: one rack, every rack, or one speaker node. */
 export type ChangeScope = { rack: string } | { node: string } | 'all';
@@ -192,6 +194,10 @@ export class Store {
   private created = 0;
   private readonly poolSize: number;
   private closed = false;
+  /** Watched keys whose transactions conflicted lately, and until when they count as contended. */
+  private readonly contended = new Map<string, number>();
+  /** The end of the queue of this process's transactions on contended keys. */
+  private turn: Promise<void> = Promise.resolve();
 
   constructor(redis: Redis, opts: { prefix?: string; poolSize?: number } = {}) {
     this.keys = new Keys(opts.prefix);
@@ -208,7 +214,8 @@ export class Store {
   async connect(): Promise<void> {
     if (this.redis.status === 'wait') {
       await this.redis.connect().catch((err: unknown) => {
-        throw storeError(err, 'connect');
+        const cause = lastConnectionError(this.redis);
+        throw storeError(cause && cause.message !== (err as Error)?.message ? new Error(`${(err as Error).message} (${cause.message})`) : err, 'connect');
       });
     }
   }
@@ -226,26 +233,50 @@ export class Store {
    * `body` must be free of side effects other than reads: it may run several times.
    */
   async transact<T>(watch: readonly string[], body: (r: Reader) => Promise<TxPlan<T>>): Promise<T> {
-    const conn = await this.acquire();
+    // On a Redis Cluster, WATCH and MULTI/EXEC only work when every key sits in one slot: every
+    // key built by Keys carries the `{prefix}` hash tag, and a key that does not is a bug here.
+    const tag = `{${this.keys.prefix}}:`;
+    const untagged = watch.find((k) => !k.startsWith(tag));
+    if (untagged !== undefined) throw new Error(`Store.transact: key ${untagged} lacks the hash tag ${tag}; every transaction must stay in one Redis Cluster slot`);
+    // Transactions on keys that conflicted a moment ago take turns within this process: side by side
+    // they would mostly fail each other's EXEC and redo all their reads (measured: 5 to 7 attempts
+    // per event under 64 concurrent events). WATCH still guards against every other writer.
+    // The turn is only ever awaited without a pool connection in hand: a turn holder waiting for a
+    // connection held by someone waiting for the turn would wait forever.
+    let leave = this.isContended(watch) ? await this.takeTurn() : undefined;
+    let conn = await this.acquire();
     let healthy = true;
     try {
       for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-        if (watch.length > 0) await conn.watch(...watch);
+        // Not awaited before the body: Redis answers a connection's commands in order, so the body's
+        // first reads follow WATCH without waiting a round trip for its OK.
+        const watched = watch.length > 0 ? conn.watch(...watch) : undefined;
+        watched?.catch(() => undefined);
         let plan: TxPlan<T>;
         try {
           plan = await body(new Reader(conn, this.keys));
+          await watched;
         } catch (err) {
-          await conn.unwatch().catch(() => undefined);
+          await this.unwatch(conn).catch(() => undefined);
           throw err;
         }
         if (!plan.write) {
-          await conn.unwatch();
+          await this.unwatch(conn);
           return plan.result;
         }
         const multi = conn.multi();
         plan.write(new TxWriter(multi, this.keys));
         const results = await multi.exec();
-        if (results === null) continue; // a watched key changed: decide again on fresh data
+        if (results === null) {
+          // A watched key changed: decide again on fresh data, and from now on take turns.
+          this.markContended(watch);
+          if (leave === undefined) {
+            this.release(conn, true);
+            leave = await this.takeTurn();
+            conn = await this.acquire();
+          }
+          continue;
+        }
         for (const [err] of results) {
           if (err) throw storeError(err, 'EXEC');
         }
@@ -256,8 +287,30 @@ export class Store {
       if (!(err instanceof RacklbError) || err.code === 'RACKLB_STORE_UNAVAILABLE') healthy = false;
       throw err instanceof RacklbError ? err : storeError(err, 'transaction');
     } finally {
+      leave?.();
       this.release(conn, healthy);
     }
+  }
+
+  private isContended(watch: readonly string[]): boolean {
+    if (this.contended.size === 0) return false;
+    const now = Date.now();
+    return watch.some((k) => (this.contended.get(k) ?? 0) > now);
+  }
+
+  private markContended(watch: readonly string[]): void {
+    const now = Date.now();
+    if (this.contended.size > 1000) for (const [k, until] of this.contended) if (until <= now) this.contended.delete(k);
+    for (const k of watch) this.contended.set(k, now + CONTENDED_MS);
+  }
+
+  /** Waits for this process's turn on contended keys; resolves with the function that ends it. */
+  private takeTurn(): Promise<() => void> {
+    let end!: () => void;
+    const mine = new Promise<void>((resolve) => (end = resolve));
+    const before = this.turn;
+    this.turn = before.then(() => mine);
+    return before.then(() => end);
   }
 
   async appendJournal(fields: Record<string, string>): Promise<void> {
@@ -276,6 +329,16 @@ export class Store {
     this.redis.disconnect();
   }
 
+  /**
+   * UNWATCH on the connection that holds the watches. A cluster client sends a keyless command to
+   * any node, so there an empty transaction on racklb's slot clears them instead (EXEC drops every
+   * watch of the connection).
+   */
+  private async unwatch(conn: Redis): Promise<void> {
+    if ((conn as { isCluster?: boolean }).isCluster === true) await conn.multi().exists(this.keys.meta()).exec();
+    else await conn.unwatch();
+  }
+
   private async acquire(): Promise<Redis> {
     const conn = this.idle.pop();
     if (conn) return conn;
@@ -284,6 +347,9 @@ export class Store {
       const dup = this.redis.duplicate();
       dup.on('error', () => undefined);
       defineScripts(dup);
+      // A cluster client of a function runs without an offline queue (redis.ts): connect it
+      // before its first command. A failure shows on that command, as it would anyway.
+      if ((dup as { isCluster?: boolean }).isCluster === true && dup.status === 'wait') await dup.connect().catch(() => undefined);
       return dup;
     }
     return new Promise((resolve) => this.waiting.push(resolve));

@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
+import type { Redis } from 'ioredis';
 import { request } from 'undici';
 import { apiServerEvent, toHttpMessage, type KubeAction } from '../../src/events/codec.js';
 import { FUNCTIONS, functionFor } from '../../src/functions.js';
@@ -73,9 +74,25 @@ export async function stateJson(redisUrl: string, prefix = 'racklb'): Promise<St
   return JSON.parse(stdout) as StateDocument;
 }
 
+/** The masters of a Redis Cluster, or the one server: keyless commands must reach every one. */
+function servers(store: Store): Redis[] {
+  const r = store.redis as Redis & { isCluster?: boolean; nodes?: (role: string) => Redis[] };
+  return r.isCluster === true && r.nodes ? r.nodes('master') : [store.redis];
+}
+
+/** FLUSHALL on every server (a cluster client would send it to one random master). */
+export async function flushStore(store: Store): Promise<void> {
+  for (const s of servers(store)) await s.flushall();
+}
+
+/** KEYS on every server. */
+export async function allKeys(store: Store, pattern: string): Promise<string[]> {
+  return (await Promise.all(servers(store).map((s) => s.keys(pattern)))).flat();
+}
+
 /** Every key of a prefix with its full value, for byte-for-byte comparisons (journal excluded). */
 export async function snapshot(store: Store): Promise<string> {
-  const keys = (await store.redis.keys(`{${store.keys.prefix}}:*`)).filter((k) => k !== store.keys.journal()).sort();
+  const keys = (await allKeys(store, `{${store.keys.prefix}}:*`)).filter((k) => k !== store.keys.journal()).sort();
   const out: string[] = [];
   for (const key of keys) {
     const dump = await store.redis.dumpBuffer(key);

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { startRedisCluster } from './redis-cluster.js';
 
 export interface TestRedis {
   /** unix:///.../redis.sock */
@@ -33,6 +34,18 @@ async function waitForSocket(socket: string, proc: ChildProcess, timeoutMs: numb
 }
 
 export async function startRedis(opts: { appendonly?: boolean } = {}): Promise<TestRedis> {
+  // test/integration/cluster.test.ts runs the core suites against a three-master Redis Cluster.
+  if (process.env.RACKLB_TEST_REDIS === 'cluster') {
+    const cluster = await startRedisCluster();
+    return {
+      url: cluster.url,
+      socket: '',
+      dir: cluster.dir,
+      // stop() is a crash of every node, start() brings them back (empty, as without persistence).
+      stop: cluster.kill,
+      start: cluster.start,
+    };
+  }
   const dir = mkdtempSync(join(tmpdir(), 'racklb-redis-'));
   const socket = join(dir, 'redis.sock');
   let proc: ChildProcess | undefined;

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { bgpPeer, eip, endpointSlice, node, porterLbExample, service } from '../helpers/fixtures.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
-import { postTo, send, serveAll, snapshot, stateJson, withVersion, type ServedFunctions } from '../helpers/functions.js';
+import { flushStore, postTo, send, serveAll, snapshot, stateJson, withVersion, type ServedFunctions } from '../helpers/functions.js';
 import { apiServerEvent, toHttpMessage, toStructuredJson } from '../../src/events/codec.js';
 import { waitFor } from '../../src/lab/process.js';
 
@@ -23,7 +23,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  await fns.store.redis.flushall();
+  await flushStore(fns.store);
 });
 
 async function applyExample(): Promise<ReturnType<typeof porterLbExample>> {

@@ -1,0 +1,24 @@
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { startKubeApi } from '/work/main/dist/test/helpers/kube-api.js';
+import { porterLbExample } from '/work/main/dist/test/helpers/fixtures.js';
+import { startRedis, removeRedis } from '/work/main/dist/test/helpers/redis.js';
+import { serveAll } from '/work/main/dist/test/helpers/functions.js';
+import { Bridge } from '/work/main/dist/src/k8s/bridge.js';
+import { Deliverer } from '/work/main/dist/src/k8s/deliver.js';
+import { KubeApi } from '/work/main/dist/src/k8s/kube.js';
+const logger = pino({ level: 'debug' });
+const kube = await startKubeApi();
+const redis = await startRedis();
+const fns = await serveAll(redis.url);
+const ex = porterLbExample();
+for (const o of [...ex.nodes, ex.conf, ...ex.peers, ex.eip, ex.service, ex.slice]) { const c = structuredClone(o); delete c.metadata.uid; delete c.metadata.resourceVersion; kube.apply(c); }
+const api = new KubeApi({ kubeconfig: kube.kubeconfig });
+const registry = new Registry();
+const deliverer = new Deliverer({ target: { type: 'functions', urls: fns.urls }, source: api.server, logger, registry });
+const bridge = new Bridge({ api, deliverer, logger, registry, store: fns.store, convergenceTimeoutMs: 5000 });
+const t = setTimeout(() => { console.log('REQUESTS', JSON.stringify(kube.requests)); process.exit(1); }, 8000);
+const r = await bridge.start();
+console.log('first', r, kube.requests.length);
+clearTimeout(t);
+await bridge.stop(); await fns.close(); await removeRedis(redis); await kube.close();

@@ -1,0 +1,118 @@
+/**
+ * 2. Bulk announcement: N Services (10,000; 1,000 with --quick) created as events, each taking its
+ * IP from the default Eip, until all N are in the spine's kernel table through every leaf. The
+ * events go to the lab's on-service function 64 at a time, as a broker with that much parallelism
+ * would deliver them. Floor: the same N prefixes with the same next hops, prepared beforehand and
+ * streamed straight into the three gobgpds (AddPathStream, 100 paths per message), speakers frozen.
+ * Afterwards both are withdrawn again (racklb: N delete events), which is reported as well.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { BenchContext, BenchOutput } from './lib/context.js';
+import { FLOOR_FIRST, type BenchLab } from './lib/benchlab.js';
+import { RouteMonitor, wallNow } from './lib/monitor.js';
+import { fmt, fmtRatio, met } from './lib/results.js';
+import { ratio, round } from './lib/stats.js';
+
+const isRacklbBulk = (p: string): boolean => p.startsWith('198.18.') && !/^198\.18\.(25[0-5])\./.test(p);
+const isFloorBulk = (p: string): boolean => p.startsWith('198.19.') && !/^198\.19\.(25[0-5])\./.test(p);
+
+export interface BulkRun {
+  seconds: number;
+  withdraw_seconds: number;
+}
+
+/** Creates `n` Services as events and waits for all of them at the spine; returns the time, leaves them in place. */
+export async function announceServices(lab: BenchLab, spine: RouteMonitor, n: number, timeoutMs: number): Promise<number> {
+  const s = lab.sender;
+  const events = Array.from({ length: n }, (_, i) => s.prepare('add', lab.serviceObject(`bulk-${i}`)));
+  const all = (h: readonly string[]): boolean => h.length === lab.uplinks.length;
+  const until = spine.waitCount(isRacklbBulk, all, n, timeoutMs);
+  const t0 = wallNow();
+  await s.applyAll(events, 64);
+  return ((await until) - t0) / 1000;
+}
+
+export async function withdrawServices(lab: BenchLab, spine: RouteMonitor, n: number, timeoutMs: number): Promise<number> {
+  const s = lab.sender;
+  const events = Array.from({ length: n }, (_, i) => s.prepare('delete', lab.serviceObject(`bulk-${i}`)));
+  const until = spine.waitCount(isRacklbBulk, () => true, 0, timeoutMs);
+  const t0 = wallNow();
+  await s.applyAll(events, 64);
+  return ((await until) - t0) / 1000;
+}
+
+async function floorRun(lab: BenchLab, spine: RouteMonitor, n: number, timeoutMs: number): Promise<BulkRun> {
+  const agents = lab.racks.map((r) => ({ rack: r, agent: lab.agents.get(r.speaker)! }));
+  await lab.freezeSpeakers();
+  try {
+    for (const { rack, agent } of agents) await agent.call({ op: 'prepareRange', name: 'bulk', first: FLOOR_FIRST, count: n, nextHops: rack.nodes.map((x) => x.ip) });
+    await sleep(300);
+    const all = (h: readonly string[]): boolean => h.length === lab.uplinks.length;
+    let until = spine.waitCount(isFloorBulk, all, n, timeoutMs);
+    let t0 = wallNow();
+    await Promise.all(agents.map(({ agent }) => agent.call({ op: 'add', name: 'bulk' })));
+    const seconds = ((await until) - t0) / 1000;
+    await sleep(300);
+    until = spine.waitCount(isFloorBulk, () => true, 0, timeoutMs);
+    t0 = wallNow();
+    await Promise.all(agents.map(({ agent }) => agent.call({ op: 'del', name: 'bulk' })));
+    const withdraw = ((await until) - t0) / 1000;
+    return { seconds, withdraw_seconds: withdraw };
+  } finally {
+    await lab.thawSpeakers();
+  }
+}
+
+export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
+  const lab = await ctx.lab();
+  const n = ctx.quick ? 1000 : 10_000;
+  const rounds = ctx.quick ? 1 : 3;
+  const timeoutMs = 600_000;
+  const spine = await RouteMonitor.start(lab.spine);
+  const racklbRuns: BulkRun[] = [];
+  const floorRuns: BulkRun[] = [];
+  try {
+    for (let i = 0; i < rounds; i++) {
+      await sleep(300);
+      const seconds = await announceServices(lab, spine, n, timeoutMs);
+      ctx.say(`bulk: racklb announced ${n} routes in ${seconds.toFixed(2)} s`);
+      await sleep(300);
+      const withdraw = await withdrawServices(lab, spine, n, timeoutMs);
+      racklbRuns.push({ seconds, withdraw_seconds: withdraw });
+      const f = await floorRun(lab, spine, n, timeoutMs);
+      ctx.say(`bulk: floor announced ${n} routes in ${f.seconds.toFixed(2)} s`);
+      floorRuns.push(f);
+    }
+  } finally {
+    await spine.stop();
+  }
+  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.ceil(xs.length / 2) - 1] ?? NaN;
+  const seconds = round(med(racklbRuns.map((r) => r.seconds)));
+  const floor = round(med(floorRuns.map((r) => r.seconds)));
+  const wSeconds = round(med(racklbRuns.map((r) => r.withdraw_seconds)));
+  const wFloor = round(med(floorRuns.map((r) => r.withdraw_seconds)));
+  const r = ratio(seconds, floor);
+  return {
+    sections: {
+      bulk: {
+        routes: n,
+        seconds,
+        floor_seconds: floor,
+        ratio: r,
+        withdraw_seconds: wSeconds,
+        floor_withdraw_seconds: wFloor,
+        withdraw_ratio: ratio(wSeconds, wFloor),
+        rounds,
+        runs: racklbRuns,
+        floor_runs: floorRuns,
+      },
+    },
+    rows: [
+      { figure: `announce ${n.toLocaleString('en-US')} routes`, value: fmt(seconds, ' s'), floor: fmt(floor, ' s'), ratio: fmtRatio(r), target: '<= 1.5x floor', met: met(r <= 1.5) },
+      { figure: `withdraw ${n.toLocaleString('en-US')} routes`, value: fmt(wSeconds, ' s'), floor: fmt(wFloor, ' s'), ratio: fmtRatio(ratio(wSeconds, wFloor)), target: '', met: '' },
+    ],
+    notes: [
+      `Median of ${rounds} round(s). racklb: ${n} Service add events (default Eip, 64 in flight) to all ${n} routes at the spine through all ${lab.racks.length} leaves; floor: the same paths streamed into the three gobgpds.`,
+    ],
+  };
+}

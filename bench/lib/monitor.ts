@@ -1,0 +1,212 @@
+/**
+ * Timestamps kernel route changes in one network namespace without polling: one long-running
+ * `ip -ts -o -n NS monitor route` (DESIGN.md). `-ts` stamps each change with the wall clock when ip
+ * received it from the kernel, `-o` keeps a multipath route on one line. The monitor keeps the
+ * current next hops of every host route it saw, and resolves waiters with the kernel's timestamp,
+ * not with the time this process got round to reading the line.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { netnsName } from '../../src/lab/paths.js';
+
+/** Wall-clock milliseconds with microsecond resolution, on the same clock `ip -ts` reads. */
+export function wallNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** `[2026-11-25T12:49:16.390186]` (local time, as ip prints it) -> wall-clock ms. */
+export function parseIpTimestamp(text: string): number | undefined {
+  const m = /^\[(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{1,9})\]$/.exec(text);
+  if (m === null) return undefined;
+  const [, y, mo, d, h, mi, s, frac] = m as unknown as string[];
+  const whole = new Date(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)).getTime();
+  return whole + Number(`0.${frac}`) * 1000;
+}
+
+export interface RouteChange {
+  at: number;
+  prefix: string;
+  /** Next hops after the change; empty when the route was deleted. */
+  hops: string[];
+}
+
+/** Parses one `ip -ts -o monitor route` line; undefined for lines about other kinds of routes. */
+export function parseMonitorLine(line: string): RouteChange | undefined {
+  const m = /^(\[[^\]]+\])\s+(.*)$/.exec(line.trim());
+  if (m === null) return undefined;
+  const at = parseIpTimestamp(m[1] as string);
+  if (at === undefined) return undefined;
+  const words = (m[2] as string).split(/\s+/);
+  const deleted = words[0] === 'Deleted';
+  const dst = deleted ? words[1] : words[0];
+  // local, broadcast, unreachable ... routes start with their type; ours are plain unicast.
+  if (dst === undefined || !/^[0-9a-f.:]+(\/\d+)?$/i.test(dst)) return undefined;
+  if (/\btable (local|255)\b/.test(line)) return undefined;
+  const prefix = dst.includes('/') ? dst : `${dst}/${dst.includes(':') ? 128 : 32}`;
+  const hops = deleted ? [] : [...line.matchAll(/\bvia (?:inet6? )?([0-9a-f.:]+)/gi)].map((x) => x[1] as string).sort();
+  return { at, prefix, hops };
+}
+
+type Condition = (hops: readonly string[]) => boolean;
+
+interface Waiter {
+  prefix: string;
+  cond: Condition;
+  resolve: (at: number) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface Counter {
+  match: (prefix: string) => boolean;
+  cond: Condition;
+  want: number;
+  /** Matching prefixes that satisfy cond now: kept up to date per change, so a bulk wait is O(changes). */
+  satisfied: Set<string>;
+  resolve: (at: number) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class RouteMonitor {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly routes = new Map<string, string[]>();
+  private readonly waiters = new Set<Waiter>();
+  private readonly counters = new Set<Counter>();
+  private buffer = '';
+  private closed = false;
+  lines = 0;
+
+  private constructor(readonly router: string) {
+    this.child = spawn('ip', ['-ts', '-o', '-n', netnsName(router), 'monitor', 'route'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.stdout.setEncoding('utf8');
+    this.child.stdout.on('data', (chunk: string) => this.onData(chunk));
+    this.child.on('exit', () => {
+      if (!this.closed) this.failAll(new Error(`ip monitor route in ${netnsName(router)} exited`));
+    });
+  }
+
+  /** Starts monitoring; resolves once ip runs (changes from then on are seen). */
+  static async start(router: string): Promise<RouteMonitor> {
+    const m = new RouteMonitor(router);
+    await new Promise<void>((resolve, reject) => {
+      m.child.once('spawn', () => resolve());
+      m.child.once('error', reject);
+    });
+    // ip subscribes to the netlink groups right after it starts; give it that moment.
+    await new Promise((r) => setTimeout(r, 100));
+    return m;
+  }
+
+  /** The next hops of a prefix as last reported (undefined: never seen or deleted). */
+  hops(prefix: string): string[] | undefined {
+    return this.routes.get(prefix);
+  }
+
+  count(match: (prefix: string) => boolean, cond: Condition): number {
+    let n = 0;
+    for (const [p, hops] of this.routes) if (match(p) && cond(hops)) n++;
+    return n;
+  }
+
+  /**
+   * Resolves with the kernel timestamp of the first change after which `prefix` satisfies `cond`.
+   * Register before causing the change; when it already holds, resolves with `Number.NaN`.
+   */
+  waitFor(prefix: string, cond: Condition, timeoutMs: number): Promise<number> {
+    if (cond(this.routes.get(prefix) ?? [])) return Promise.resolve(Number.NaN);
+    return new Promise((resolve, reject) => {
+      const w: Waiter = {
+        prefix,
+        cond,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters.delete(w);
+          reject(new Error(`${this.router}: ${prefix} did not reach the expected state within ${timeoutMs} ms (now via ${(this.routes.get(prefix) ?? []).join(', ') || 'nothing'})`));
+        }, timeoutMs),
+      };
+      this.waiters.add(w);
+    });
+  }
+
+  /** Resolves with the timestamp of the change after which `want` prefixes matching `match` satisfy `cond`. */
+  waitCount(match: (prefix: string) => boolean, cond: Condition, want: number, timeoutMs: number): Promise<number> {
+    const satisfied = new Set<string>();
+    for (const [p, hops] of this.routes) if (match(p) && cond(hops)) satisfied.add(p);
+    if (satisfied.size === want) return Promise.resolve(Number.NaN);
+    return new Promise((resolve, reject) => {
+      const c: Counter = {
+        match,
+        cond,
+        want,
+        satisfied,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.counters.delete(c);
+          reject(new Error(`${this.router}: ${c.satisfied.size} of ${want} routes in the expected state after ${timeoutMs} ms`));
+        }, timeoutMs),
+      };
+      this.counters.add(c);
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.closed = true;
+    this.failAll(new Error('monitor stopped'));
+    if (this.child.exitCode === null) {
+      const gone = new Promise((r) => this.child.once('exit', r));
+      this.child.kill('SIGKILL');
+      await gone;
+    }
+  }
+
+  private failAll(err: Error): void {
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+    for (const c of this.counters) {
+      clearTimeout(c.timer);
+      c.reject(err);
+    }
+    this.waiters.clear();
+    this.counters.clear();
+  }
+
+  private onData(chunk: string): void {
+    this.buffer += chunk;
+    let nl: number;
+    while ((nl = this.buffer.indexOf('\n')) >= 0) {
+      const line = this.buffer.slice(0, nl);
+      this.buffer = this.buffer.slice(nl + 1);
+      this.lines++;
+      const change = parseMonitorLine(line);
+      if (change) this.apply(change);
+    }
+  }
+
+  private apply(change: RouteChange): void {
+    if (change.hops.length === 0) this.routes.delete(change.prefix);
+    else this.routes.set(change.prefix, change.hops);
+    for (const w of this.waiters) {
+      if (w.prefix === change.prefix && w.cond(change.hops)) {
+        clearTimeout(w.timer);
+        this.waiters.delete(w);
+        w.resolve(change.at);
+      }
+    }
+    if (this.counters.size > 0) {
+      for (const c of this.counters) {
+        if (!c.match(change.prefix)) continue;
+        if (change.hops.length > 0 && c.cond(change.hops)) c.satisfied.add(change.prefix);
+        else c.satisfied.delete(change.prefix);
+        if (c.satisfied.size === c.want) {
+          clearTimeout(c.timer);
+          this.counters.delete(c);
+          c.resolve(change.at);
+        }
+      }
+    }
+  }
+}

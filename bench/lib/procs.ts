@@ -1,0 +1,163 @@
+/**
+ * Processes the non-lab benchmarks start: a private redis-server on a unix socket, function
+ * processes (`racklb serve`), optionally pinned to one core with taskset, and what /proc and
+ * Redis say about them. Every process started here is killed when the benchmark process exits.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import { request } from 'undici';
+import { repoRoot } from '../../src/lab/lab.js';
+import type { FunctionName } from '../../src/store/keys.js';
+
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+});
+
+export interface Started {
+  child: ChildProcess;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** Spawns `argv`, pinned to `cpus` (taskset -c) when given; output goes to `logFile`. */
+export function startProcess(argv: string[], opts: { cpus?: string; logFile: string; env?: Record<string, string> }): Started {
+  mkdirSync(join(opts.logFile, '..'), { recursive: true });
+  const fd = openSync(opts.logFile, 'a');
+  const full = opts.cpus === undefined ? argv : ['taskset', '-c', opts.cpus, ...argv];
+  let child: ChildProcess;
+  try {
+    child = spawn(full[0] as string, full.slice(1), { stdio: ['ignore', fd, fd], env: { ...process.env, ...(opts.env ?? {}) } });
+  } finally {
+    closeSync(fd);
+  }
+  child.on('error', () => undefined);
+  if (child.pid === undefined) throw new Error(`cannot start ${full.join(' ')}`);
+  live.add(child);
+  const pid = child.pid;
+  return {
+    child,
+    pid,
+    stop: async () => {
+      live.delete(child);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await gone;
+      clearTimeout(timer);
+    },
+  };
+}
+
+export interface BenchRedis extends Started {
+  url: string;
+  socket: string;
+}
+
+export async function startRedis(dir: string, cpus?: string): Promise<BenchRedis> {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const socket = join(dir, 'redis.sock');
+  const p = startProcess(
+    ['redis-server', '--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning'],
+    { logFile: join(dir, 'redis.log'), ...(cpus === undefined ? {} : { cpus }) },
+  );
+  const deadline = Date.now() + 10_000;
+  while (!existsSync(socket)) {
+    if (Date.now() > deadline || p.child.exitCode !== null) throw new Error(`redis-server did not start (log ${join(dir, 'redis.log')})`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return { ...p, url: `unix://${socket}`, socket };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface FunctionProcess extends Started {
+  url: string;
+  /** Milliseconds from spawn to the first 200 on /health/readiness. */
+  readyMs: number;
+}
+
+/** Polls `url` until it answers 200; resolves with the time it took from `since` (performance.now()). */
+export async function waitReady(url: string, since: number, timeoutMs: number, child?: ChildProcess): Promise<number> {
+  const deadline = since + timeoutMs;
+  while (performance.now() < deadline) {
+    if (child && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`process exited before ${url} answered`);
+    try {
+      const res = await request(url, { headersTimeout: 1000, bodyTimeout: 1000 });
+      await res.body.dump();
+      if (res.statusCode === 200) return performance.now() - since;
+    } catch {
+      // Not listening yet.
+    }
+    // Knative's queue-proxy probes aggressively on cold start; 2 ms keeps the error of the figure small.
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  throw new Error(`${url} not ready within ${timeoutMs} ms`);
+}
+
+/** `nodeArgs` go before the script (e.g. `--cpu-prof`, which NODE_OPTIONS refuses). */
+export async function startFunction(fn: FunctionName, redisUrl: string, opts: { cpus?: string; logFile: string; env?: Record<string, string>; nodeArgs?: string[] }): Promise<FunctionProcess> {
+  const port = await freePort();
+  const started = performance.now();
+  const p = startProcess([process.execPath, ...(opts.nodeArgs ?? []), join(repoRoot(), 'bin', 'racklb.js'), 'serve', fn, '--port', String(port), '--host', '127.0.0.1', '--redis', redisUrl], opts);
+  const url = `http://127.0.0.1:${port}/`;
+  const readyMs = await waitReady(`${url}health/readiness`, started, 20_000, p.child);
+  return { ...p, url, readyMs };
+}
+
+/** Resident set size now and its peak (VmHWM), in MB, from /proc/<pid>/status. */
+export function memoryOf(pid: number): { rss_mb: number; peak_mb: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rss_mb: kb('VmRSS') / 1024, peak_mb: kb('VmHWM') / 1024 };
+}
+
+export type CommandStats = Map<string, { calls: number; usec: number }>;
+
+/** INFO commandstats: calls and CPU microseconds per command since the last CONFIG RESETSTAT. */
+export async function commandStats(redis: Redis): Promise<CommandStats> {
+  const text = await redis.info('commandstats');
+  const out: CommandStats = new Map();
+  for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) out.set(m[1] as string, { calls: Number(m[2]), usec: Number(m[3]) });
+  return out;
+}
+
+/** Calls and Redis CPU time between two snapshots, without the INFO calls that took them. */
+export function diffStats(before: CommandStats, after: CommandStats): { calls: number; usec: number; byCommand: Record<string, number> } {
+  let calls = 0;
+  let usec = 0;
+  const byCommand: Record<string, number> = {};
+  for (const [cmd, a] of after) {
+    if (cmd === 'info') continue;
+    const b = before.get(cmd) ?? { calls: 0, usec: 0 };
+    const dc = a.calls - b.calls;
+    if (dc <= 0) continue;
+    calls += dc;
+    usec += a.usec - b.usec;
+    byCommand[cmd] = dc;
+  }
+  return { calls, usec, byCommand };
+}
+
+/** Pins this process to `cpus` (or undoes it with the full list): the load generator must not sit on the function's core. */
+export async function pinSelf(cpus: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn('taskset', ['-a', '-p', '-c', cpus, String(process.pid)], { stdio: 'ignore' });
+    p.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`taskset -a -p -c ${cpus} failed`))));
+    p.once('error', reject);
+  });
+}

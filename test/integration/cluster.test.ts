@@ -1,0 +1,61 @@
+/**
+ * The core suites against a Redis Cluster of three masters (issue 8): the functions' integration
+ * suite and the out-of-order delivery suite, unchanged, with every Store opened on
+ * `redis+cluster://` (test/helpers/redis.ts starts the cluster when RACKLB_TEST_REDIS=cluster).
+ * `racklb state` runs as a CLI against the cluster too (stateJson). And every key name racklb
+ * builds is checked to land in one slot, asked of the cluster itself (CLUSTER KEYSLOT): a
+ * WATCH/MULTI/EXEC across slots fails on a cluster.
+ */
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KINDS } from '../../src/core/types.js';
+import { Keys } from '../../src/store/keys.js';
+import { Store } from '../../src/store/store.js';
+import { startRedisCluster, type TestRedisCluster } from '../helpers/redis-cluster.js';
+
+// Read by startRedis() when the imported suites' beforeAll hooks run, after this line.
+process.env.RACKLB_TEST_REDIS = 'cluster';
+await import('./functions.test.js');
+await import('./ordering.test.js');
+
+describe('key names on a Redis Cluster', () => {
+  let cluster: TestRedisCluster;
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+  }, 60_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('every key of a prefix hashes to one slot', async () => {
+    const admin = new Redis({ port: cluster.ports[0], lazyConnect: true });
+    try {
+      await admin.connect();
+      for (const prefix of ['racklb', 'replay-2024.05', 'a']) {
+        const k = new Keys(prefix);
+        const names = [
+          ...KINDS.flatMap((kind) => [k.object(kind, 'ns/name'), k.index(kind), k.epoch(kind), k.objectPattern(kind)]),
+          k.racks(), k.rackNodes('leaf1'), k.rackNextHops('-'), k.speakers(), k.peers('n1'), k.intents(), k.allocations(), k.serviceIps(), k.pending(),
+          k.serviceEndpoints('default/web'), k.meta(), k.changes(), k.journal(), k.sessions('n1'), k.speakerStatus('n1'), k.eventStream('on-service'),
+        ];
+        const slots = new Set(await Promise.all(names.map((n) => admin.cluster('KEYSLOT', n))));
+        expect(slots.size, `${prefix}: ${names.length} keys`).toBe(1);
+      }
+    } finally {
+      admin.disconnect();
+    }
+  });
+
+  it('a transaction is refused before it reaches Redis when a key lacks the hash tag', async () => {
+    const store = Store.open(cluster.url, { failFast: true });
+    try {
+      await store.connect();
+      await expect(store.transact(['racklb:no-tag'], async () => ({ result: 1 }))).rejects.toThrow(/lacks the hash tag \{racklb\}:/);
+      // And a tagged one works, WATCH, reads, MULTI/EXEC and the notify script included.
+      await store.transact([store.keys.meta()], async (r) => ({ result: await r.redis.get(store.keys.meta()), write: (w) => w.notify({ scope: 'all', topic: 'conf', subject: 'x' }) }));
+      expect(await store.redis.hget(store.keys.meta(), 'rev')).toBe('1');
+    } finally {
+      await store.close();
+    }
+  });
+});

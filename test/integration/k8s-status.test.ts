@@ -1,0 +1,239 @@
+/**
+ * Status write-back against the test API server (test/helpers/kube-api.ts), with the store filled
+ * by the real functions on a real redis-server: Service ingress and pool label, Eip, BgpPeer and
+ * BgpConf status in PorterLB's shapes; 409 answered by re-reading; 404 taken as done; a failing or
+ * hanging API server retried with backoff, counted, and never in the functions' way.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { request } from 'undici';
+import { KubeApi } from '../../src/k8s/kube.js';
+import { StatusWriter } from '../../src/k8s/status-writer.js';
+import { markComplete } from '../../src/state/complete.js';
+import { porterLbExample, service, type Json } from '../helpers/fixtures.js';
+import { send, serveAll, type ServedFunctions } from '../helpers/functions.js';
+import { spawnCli } from '../helpers/cli.js';
+import { startKubeApi, type FakeKubeApi } from '../helpers/kube-api.js';
+import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
+
+const logger = pino({ level: 'silent' });
+let redis: TestRedis;
+let fns: ServedFunctions;
+let kube: FakeKubeApi;
+const cleanups: (() => Promise<unknown> | void)[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+  fns = await serveAll(redis.url);
+});
+
+afterAll(async () => {
+  await fns?.close();
+  if (redis) await removeRedis(redis);
+});
+
+beforeEach(async () => {
+  await fns.store.redis.flushall();
+  kube = await startKubeApi();
+});
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  await kube?.close();
+});
+
+async function eventually<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** The example in the API (as its server numbers it) and, through the functions, in the store. */
+async function loadExample(): Promise<void> {
+  const ex = porterLbExample();
+  for (const o of [...ex.nodes, ex.conf, ...ex.peers, ex.eip, ex.service, ex.slice]) {
+    const stored = kube.apply(o);
+    const answer = await send(fns, 'add', stored);
+    expect(answer.status, answer.body).toBe(200);
+  }
+}
+
+function startWriter(requestTimeoutMs = 5000): { writer: StatusWriter; registry: Registry } {
+  const api = new KubeApi({ kubeconfig: kube.kubeconfig, requestTimeoutMs });
+  const registry = new Registry();
+  const writer = new StatusWriter({ api, store: fns.store, logger, registry, pollMs: 50, sessionsEveryMs: 100, fullEveryMs: 3_600_000, backoffMs: 50, maxBackoffMs: 300 });
+  writer.start();
+  cleanups.push(() => writer.stop());
+  return { writer, registry };
+}
+
+async function metric(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const m = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
+  const values = (m?.values ?? []) as { value: number; labels: Record<string, string | number> }[];
+  return values.filter((v) => Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want)).reduce((s, v) => s + v.value, 0);
+}
+
+const status = (o: Json | undefined): Json => (o?.status ?? {}) as Json;
+const labels = (o: Json | undefined): Record<string, string> => ((o?.metadata as Json | undefined)?.labels ?? {}) as Record<string, string>;
+
+describe('status write-back', () => {
+  it('writes Service ingress and pool label, and Eip, BgpPeer and BgpConf status as PorterLB does', async () => {
+    await loadExample();
+    // What the speaker on master1 reports for its session with leaf1's router.
+    const updatedAt = '2026-01-02T03:04:05.678Z';
+    await fns.store.redis.hset(fns.store.keys.sessions('master1'), '192.168.0.2', JSON.stringify({ peer: 'bgppeer-leaf1', neighborAddress: '192.168.0.2', sessionState: 'established', adminState: 'up', uptimeSeconds: 42, prefixesSent: 1, prefixesReceived: 0, lastError: null, updatedAt }));
+    startWriter();
+
+    const svc = await eventually('the Service status', () => {
+      const s = kube.get('Service', 'porter-bgp-svc', 'default');
+      return (status(s).loadBalancer as Json | undefined)?.ingress ? s : undefined;
+    });
+    expect(status(svc)).toEqual({ loadBalancer: { ingress: [{ ip: '172.22.0.2' }] } });
+    expect(labels(svc)['eip.porter.kubesphere.io/v1alpha2']).toBe('porter-bgp-eip');
+    // Through the status subresource, as merge patches conditional on the resourceVersion read.
+    const statusPatch = kube.requests.find((r) => r.method === 'PATCH' && r.path === '/api/v1/namespaces/default/services/porter-bgp-svc/status');
+    expect(statusPatch?.contentType).toBe('application/merge-patch+json');
+    expect(((statusPatch?.body as Json).metadata as Json).resourceVersion).toMatch(/^\d+$/);
+
+    const eip = await eventually('the Eip status', () => (status(kube.get('Eip', 'porter-bgp-eip')).poolSize ? kube.get('Eip', 'porter-bgp-eip') : undefined));
+    expect(status(eip)).toEqual({ occupied: true, usage: 1, poolSize: 1, used: { '172.22.0.2': 'default/porter-bgp-svc' }, firstIP: '172.22.0.2', lastIP: '172.22.0.2', ready: true, v4: true });
+    expect(kube.requests.some((r) => r.method === 'PUT' && r.path === '/apis/network.kubesphere.io/v1alpha2/eips/porter-bgp-eip/status')).toBe(true);
+
+    const leaf1 = await eventually('the BgpPeer status', () => (status(kube.get('BgpPeer', 'bgppeer-leaf1')).nodesPeerStatus ? kube.get('BgpPeer', 'bgppeer-leaf1') : undefined));
+    expect(status(leaf1)).toEqual({
+      nodesPeerStatus: {
+        master1: {
+          peerState: { neighborAddress: '192.168.0.2', peerAs: 50001, sessionState: 'ESTABLISHED', adminState: 'UP' },
+          timersState: { uptime: '2026-01-02T03:03:23Z' },
+        },
+      },
+    });
+    const leaf2 = await eventually('the second BgpPeer status', () => (status(kube.get('BgpPeer', 'bgppeer-leaf2')).nodesPeerStatus ? kube.get('BgpPeer', 'bgppeer-leaf2') : undefined));
+    expect((status(leaf2).nodesPeerStatus as Json)['worker-p002']).toEqual({ peerState: { neighborAddress: '192.168.1.1', peerAs: 50001, sessionState: 'UNKNOWN', adminState: 'UP' }, timersState: {} });
+
+    const conf = await eventually('the BgpConf status', () => (status(kube.get('BgpConf', 'default')).nodesConfStatus ? kube.get('BgpConf', 'default') : undefined));
+    expect(status(conf)).toEqual({ nodesConfStatus: { master1: { routerId: '192.168.0.3', as: 50000 }, 'worker-p002': { routerId: '192.168.1.2', as: 50000 } } });
+
+    // Status writes touch status only: the objects' specs are as the user wrote them.
+    expect(kube.get('Eip', 'porter-bgp-eip')?.spec).toEqual(porterLbExample().eip.spec);
+
+    // The session goes down: the BgpPeer status follows, and nothing else is rewritten.
+    const writesBefore = kube.requests.filter((r) => r.method !== 'GET').length;
+    await fns.store.redis.hset(fns.store.keys.sessions('master1'), '192.168.0.2', JSON.stringify({ neighborAddress: '192.168.0.2', sessionState: 'active', adminState: 'up', uptimeSeconds: 0, updatedAt }));
+    await eventually('the session state change', () => ((status(kube.get('BgpPeer', 'bgppeer-leaf1')).nodesPeerStatus as Json | undefined)?.master1 as Json | undefined)?.timersState && JSON.stringify(kube.get('BgpPeer', 'bgppeer-leaf1')).includes('"ACTIVE"') ? true : undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(kube.requests.filter((r) => r.method !== 'GET').length - writesBefore).toBe(1);
+  });
+
+  it('takes the ingress and the label back when racklb releases the IP, once the store is complete', async () => {
+    await loadExample();
+    const { writer } = startWriter();
+    await eventually('the ingress', () => ((status(kube.get('Service', 'porter-bgp-svc', 'default')).loadBalancer as Json | undefined)?.ingress ? true : undefined));
+    // The user opts the Service out.
+    const optedOut = kube.apply(service({ name: 'porter-bgp-svc', requestedIp: '172.22.0.2', managed: false }));
+    expect((await send(fns, 'update', optedOut)).outcome).toBe('applied');
+    // Not complete yet: an ingress is never taken away on the word of a store that may be partial.
+    await new Promise((r) => setTimeout(r, 400));
+    await writer.idle();
+    expect((status(kube.get('Service', 'porter-bgp-svc', 'default')).loadBalancer as Json).ingress).toEqual([{ ip: '172.22.0.2' }]);
+    await markComplete(fns.store);
+    const svc = await eventually('the release', () => {
+      const s = kube.get('Service', 'porter-bgp-svc', 'default');
+      return (status(s).loadBalancer as Json | undefined)?.ingress === undefined || ((status(s).loadBalancer as Json).ingress as unknown[]).length === 0 ? s : undefined;
+    });
+    expect(labels(svc)['eip.porter.kubesphere.io/v1alpha2']).toBeUndefined();
+    // The Eip no longer counts it.
+    await eventually('the Eip usage', () => (status(kube.get('Eip', 'porter-bgp-eip')).usage === 0 ? true : undefined));
+  });
+
+  it('answers a 409 conflict by reading the object again and reapplying, keeping the other writer\'s change', async () => {
+    await loadExample();
+    kube.interfere('Eip', 'porter-bgp-eip', undefined, 2);
+    kube.interfere('Service', 'porter-bgp-svc', 'default', 1);
+    const { writer, registry } = startWriter();
+    await eventually('the Eip status after conflicts', () => (status(kube.get('Eip', 'porter-bgp-eip')).usage === 1 ? true : undefined));
+    await eventually('the Service status after a conflict', () => ((status(kube.get('Service', 'porter-bgp-svc', 'default')).loadBalancer as Json | undefined)?.ingress ? true : undefined));
+    await writer.idle();
+    expect(await metric(registry, 'racklb_status_write_conflicts_total', { kind: 'Eip' })).toBe(2);
+    expect(await metric(registry, 'racklb_status_write_conflicts_total', { kind: 'Service' })).toBe(1);
+    expect(await metric(registry, 'racklb_status_write_failures_total')).toBe(0);
+    expect(kube.requests.filter((r) => r.status === 409)).toHaveLength(3);
+    // The interfering writer's annotation survived racklb's write.
+    expect(((kube.get('Eip', 'porter-bgp-eip')?.metadata as Json).annotations as Json)['test/interfered']).toBe('1');
+    expect(labels(kube.get('Service', 'porter-bgp-svc', 'default'))['eip.porter.kubesphere.io/v1alpha2']).toBe('porter-bgp-eip');
+  });
+
+  it('gives up cleanly on an object that vanished (404): no retry, no failure', async () => {
+    await loadExample();
+    // In the store, but already deleted from the cluster.
+    const ghost = kube.apply(service({ name: 'ghost', requestedIp: '172.22.0.2' }));
+    await send(fns, 'add', ghost);
+    kube.remove('Service', 'ghost', 'default');
+    const { writer, registry } = startWriter();
+    await eventually('the ghost to be handled', async () => ((await metric(registry, 'racklb_status_writes_total', { kind: 'Service', outcome: 'gone' })) === 1 ? true : undefined));
+    await writer.idle();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(kube.requests.filter((r) => r.path.includes('/services/ghost'))).toEqual([expect.objectContaining({ method: 'GET', status: 404 })]);
+    expect(await metric(registry, 'racklb_status_write_failures_total')).toBe(0);
+  });
+
+  it('retries a failing API server with backoff, counts the failures, and lands the write when it recovers', async () => {
+    await loadExample();
+    kube.fail({ path: /\/eips\/porter-bgp-eip\/status$/, status: 500, times: 3 });
+    kube.fail({ method: 'PATCH', path: /\/services\/porter-bgp-svc\/status$/, status: 429, times: 1 });
+    const { writer, registry } = startWriter();
+    await eventually('the Eip status after the failures', () => (status(kube.get('Eip', 'porter-bgp-eip')).usage === 1 ? true : undefined));
+    await eventually('the Service status after a 429', () => ((status(kube.get('Service', 'porter-bgp-svc', 'default')).loadBalancer as Json | undefined)?.ingress ? true : undefined));
+    await writer.idle();
+    expect(await metric(registry, 'racklb_status_write_failures_total', { kind: 'Eip', reason: '500' })).toBe(3);
+    expect(await metric(registry, 'racklb_status_write_failures_total', { kind: 'Service', reason: '429' })).toBe(1);
+    // Backoff: the four attempts on the Eip were spread out, not fired back to back.
+    const times = kube.requests.filter((r) => r.path.endsWith('/eips/porter-bgp-eip/status') && r.method === 'GET');
+    expect(times.length).toBe(4);
+  });
+
+  it('never delays the functions: a status writer stuck on a hanging API server leaves their answers as fast as without it', async () => {
+    await loadExample();
+    kube.fail({ path: /./, hang: true, times: Infinity });
+    // The real command, in its own process, as deployed.
+    const writer = spawnCli(['status-writer', '--kubeconfig', kube.kubeconfig, '--redis', redis.url, '--poll', '0.05', '--metrics-port', '0', '--metrics-host', '127.0.0.1'], { env: { RACKLB_LOG_LEVEL: 'info' } });
+    const kill = (): void => void writer.proc.kill('SIGKILL');
+    process.once('exit', kill);
+    cleanups.push(async () => {
+      await writer.stop();
+      process.off('exit', kill);
+    });
+    await writer.waitForLine((l) => l.includes('status writer starting'), 15_000);
+    await eventually('the writer to be stuck on the API', () => (kube.requests.filter((r) => r.status === -1).length >= 1 ? true : undefined));
+
+    const latencies: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const svc = kube.apply(service({ name: `svc-${i}`, requestedIp: '172.22.0.2' }));
+      const t0 = performance.now();
+      const answer = await send(fns, 'add', svc);
+      latencies.push(performance.now() - t0);
+      expect(answer.status).toBe(200);
+    }
+    latencies.sort((a, b) => a - b);
+    const p99 = latencies[Math.floor(latencies.length * 0.99) - 1] ?? 0;
+    // Every answer in well under the writer's 15 s API deadline, while it still waits on the API.
+    expect(p99).toBeLessThan(250);
+    expect(kube.requests.filter((r) => r.status === -1).length).toBeGreaterThanOrEqual(1);
+    expect(kube.get('Service', 'svc-0', 'default')?.status).toEqual({ loadBalancer: {} });
+    const metrics = await request(`http://127.0.0.1:${await opsPort(writer.lines)}/metrics`).then((r) => r.body.text());
+    expect(metrics).toContain('racklb_status_backlog');
+  });
+});
+
+/** The port `racklb status-writer` printed in its start line (`"metrics":"http://127.0.0.1:N"`). */
+async function opsPort(lines: string[]): Promise<number> {
+  const line = lines.find((l) => l.includes('status writer starting')) ?? '';
+  const m = /"metrics":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(line);
+  if (!m) throw new Error(`no metrics address in ${line}`);
+  return Number(m[1]);
+}
