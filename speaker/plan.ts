@@ -144,6 +144,54 @@ export interface PathPlan {
   withdraw: GobgpPath[];
 }
 
+/**
+ * Paths by key (`pathKey`) with an index by prefix, so that a reconcile after a change of a few
+ * Service IPs can plan those prefixes alone instead of every path the speaker holds.
+ */
+export class PathTable extends Map<string, GobgpPath> {
+  private readonly byPrefix = new Map<string, Set<string>>();
+
+  override set(key: string, path: GobgpPath): this {
+    const old = super.get(key);
+    if (old !== undefined && old.prefix !== path.prefix) this.unindex(key, old.prefix);
+    super.set(key, path);
+    // Map's constructor calls set before this class's fields exist; PathTable is built empty.
+    let keys = this.byPrefix.get(path.prefix);
+    if (keys === undefined) {
+      keys = new Set();
+      this.byPrefix.set(path.prefix, keys);
+    }
+    keys.add(key);
+    return this;
+  }
+
+  override delete(key: string): boolean {
+    const old = super.get(key);
+    if (old === undefined) return false;
+    super.delete(key);
+    this.unindex(key, old.prefix);
+    return true;
+  }
+
+  override clear(): void {
+    super.clear();
+    this.byPrefix.clear();
+  }
+
+  /** The paths of these prefixes only. */
+  ofPrefixes(prefixes: Iterable<string>): Map<string, GobgpPath> {
+    const out = new Map<string, GobgpPath>();
+    for (const prefix of prefixes) for (const key of this.byPrefix.get(prefix) ?? []) out.set(key, super.get(key) as GobgpPath);
+    return out;
+  }
+
+  private unindex(key: string, prefix: string): void {
+    const keys = this.byPrefix.get(prefix);
+    keys?.delete(key);
+    if (keys?.size === 0) this.byPrefix.delete(prefix);
+  }
+}
+
 /** Adds are paths missing or with another next hop under the same key; withdrawals the rest. */
 export function planPaths(desired: ReadonlyMap<string, GobgpPath>, advertised: ReadonlyMap<string, GobgpPath>): PathPlan {
   const add: GobgpPath[] = [];

@@ -54,19 +54,18 @@ class AllocationPlan {
    * (the one it keeps or requests), so that a Service event costs the same at 10 or 100,000
    * Services. Only a Service that needs the lowest free address reads every allocation.
    */
-  static async loadForService(r: Reader, key: string, record: ServiceRecord | undefined, pools: readonly EipRecord[]): Promise<AllocationPlan> {
-    const k = r.keys;
-    const current = (await r.redis.hget(k.serviceIps(), key)) ?? undefined;
-    const currentAllocation = current === undefined ? undefined : parseAllocation(await r.redis.hget(k.allocations(), current));
-    const consulted = record ? addressesConsulted(record, pools, currentAllocation) : [];
+  static async loadForService(r: Reader, key: string, record: ServiceRecord | undefined, pools: readonly EipRecord[], read: ServiceAllocationRead): Promise<AllocationPlan> {
+    const { current, allocations } = read;
+    const consulted = record ? addressesConsulted(record, pools, current === undefined ? undefined : allocations.get(current)) : [];
     if (consulted === 'all') return AllocationPlan.load(r);
-    const ips = [...new Set([...(current === undefined ? [] : [current]), ...consulted])];
-    const values = ips.length > 0 ? await r.redis.hmget(k.allocations(), ...ips) : [];
-    const allocations = new Map<string, Allocation>();
-    ips.forEach((ip, i) => {
-      const a = parseAllocation(values[i] ?? null);
-      if (a) allocations.set(ip, a);
-    });
+    const missing = consulted.filter((ip) => !read.fetched.has(ip));
+    if (missing.length > 0) {
+      const values = await r.redis.hmget(r.keys.allocations(), ...missing);
+      missing.forEach((ip, i) => {
+        const a = parseAllocation(values[i] ?? null);
+        if (a) allocations.set(ip, a);
+      });
+    }
     return new AllocationPlan(allocations, current === undefined ? {} : { [key]: current });
   }
 
@@ -127,6 +126,29 @@ class AllocationPlan {
   }
 }
 
+/** A Service's current IP and the allocations at it and at the IP it requests, read together. */
+interface ServiceAllocationRead {
+  current: string | undefined;
+  fetched: Set<string>;
+  allocations: Map<string, Allocation>;
+}
+
+async function readServiceAllocation(r: Reader, key: string, record: ServiceRecord | undefined): Promise<ServiceAllocationRead> {
+  const k = r.keys;
+  const current = (await r.redis.hget(k.serviceIps(), key)) ?? undefined;
+  // The addresses `allocate` looks at are almost always the current or the requested one: fetched
+  // now, without waiting to know which (see addressesConsulted).
+  const fetched = new Set([current, record?.managed ? record.requestedIp : undefined].filter((ip): ip is string => ip !== undefined));
+  const ips = [...fetched];
+  const values = ips.length > 0 ? await r.redis.hmget(k.allocations(), ...ips) : [];
+  const allocations = new Map<string, Allocation>();
+  ips.forEach((ip, i) => {
+    const a = parseAllocation(values[i] ?? null);
+    if (a) allocations.set(ip, a);
+  });
+  return { current, fetched, allocations };
+}
+
 /** One stored allocation; a malformed one counts as absent, as `Reader.hashJson` skips it. */
 function parseAllocation(json: string | null): Allocation | undefined {
   if (json === null) return undefined;
@@ -142,6 +164,9 @@ async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPla
   const k = r.keys;
   const out: { ip: string; json: string | undefined }[] = [];
   for (const ip of ips) {
+    // Sent now, read at the end: it travels with the reads below instead of after them.
+    const storedIntent = r.redis.hget(k.intents(), ip);
+    storedIntent.catch(() => undefined);
     const owners = plan ? (plan.allocations.get(ip)?.services ?? []) : (parseAllocation(await r.redis.hget(k.allocations(), ip))?.services ?? []);
     const fromStore = owners.filter((o) => !plan?.overrides.has(o));
     const services: ServiceRecord[] = [...(await r.records('Service', fromStore))];
@@ -165,7 +190,7 @@ async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPla
       }
       json = JSON.stringify(serviceIpIntent(ip, managed, slices));
     }
-    const stored = (await r.redis.hget(k.intents(), ip)) ?? undefined;
+    const stored = (await storedIntent) ?? undefined;
     if (json !== stored) out.push({ ip, json });
   }
   return out;
@@ -201,11 +226,12 @@ async function handleService(event: KubeEvent, { store }: FunctionDeps, id: Iden
   const record = deleting ? undefined : recordOf(event, 'Service', parseService);
   const k = store.keys;
   return store.transact<Outcome>([k.object('Service', id.key), k.allocations(), k.serviceIps(), k.epoch('Eip'), k.serviceEndpoints(id.key)], async (r) => {
-    const stored = await r.object('Service', id.key);
+    // Independent reads go out together: two round trips instead of five (a Service add waits its
+    // turn behind other adds, so its round trips set the rate of adds).
+    const [stored, pools, allocation] = await Promise.all([r.object('Service', id.key), r.allRecords('Eip'), readServiceAllocation(r, id.key, record)]);
     const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
-    const pools = await r.allRecords('Eip');
-    const plan = await AllocationPlan.loadForService(r, id.key, record, pools);
+    const plan = await AllocationPlan.loadForService(r, id.key, record, pools, allocation);
     const sentence = plan.assign(id.key, record, pools);
     const intents = await planIntents(r, plan.touchedIps, plan);
     return {

@@ -38,6 +38,9 @@ export function registerBridge(program: Command): void {
     .action(async (flags: BridgeFlags) => {
       if (flags.writeStatus && !flags.redis) throw new RacklbError('RACKLB_USAGE', '--write-status needs --redis (or RACKLB_REDIS_URL)');
       if (!Number.isInteger(flags.concurrency) || flags.concurrency < 1) throw new RacklbError('RACKLB_USAGE', '--concurrency: must be a positive integer');
+      const logger = createLogger('bridge');
+      const store = flags.redis ? Store.open(flags.redis, { prefix: flags.prefix, failFast: true, connectionName: 'racklb-bridge' }) : undefined;
+      const target = parseTarget(flags, store);
       // Loaded here, not at the top: @kubernetes/client-node takes a second to import, which every
       // other racklb command would pay for nothing.
       const [{ Bridge }, { Deliverer, describeTarget }, { KubeApi }, { serveOps }, { ResultSink }, { StatusWriter }] = await Promise.all([
@@ -48,9 +51,6 @@ export function registerBridge(program: Command): void {
         import('../k8s/resync.js'),
         import('../k8s/status-writer.js'),
       ]);
-      const logger = createLogger('bridge');
-      const store = flags.redis ? Store.open(flags.redis, { prefix: flags.prefix, failFast: true, connectionName: 'racklb-bridge' }) : undefined;
-      const target = parseTarget(flags, store);
       await store?.connect();
       const api = new KubeApi({ kubeconfig: flags.kubeconfig });
       const registry = new Registry();

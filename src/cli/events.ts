@@ -4,6 +4,7 @@ import { RacklbError } from '../errors.js';
 import { followJournal, journalLoss, lastEntries, lastId, OUTCOMES, parseKind, parseTime, type JournalEntry, type JournalFilter } from '../journal/journal.js';
 import { diffStates, formatDifferences, replayInto, replayTo, type SendResult } from '../journal/replay.js';
 import { FUNCTION_NAMES } from '../functions.js';
+import { Keys } from '../store/keys.js';
 import { Store } from '../store/store.js';
 import { redisDefault } from './main.js';
 import { openStore } from './store.js';
@@ -134,6 +135,13 @@ export function registerReplay(program: Command): void {
           if (value !== undefined) throw new RacklbError('RACKLB_USAGE', `${flag}: only with --into`);
         }
         if (opts.rate === 0) throw new RacklbError('RACKLB_USAGE', '--rate: must be above 0');
+      }
+      if (opts.into !== undefined) {
+        try {
+          new Keys(opts.into);
+        } catch (err) {
+          throw new RacklbError('RACKLB_USAGE', `--into: ${(err as Error).message}`);
+        }
       }
       const store = await openStore(opts, 'racklb-replay');
       try {

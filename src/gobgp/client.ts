@@ -77,8 +77,22 @@ export interface GobgpPeerStatus {
   localAddress: string | undefined;
   /** gobgpd 3.10 reports no reason for a session going down, so this is always undefined. */
   lastError: string | undefined;
+  /** BGP messages received and sent on this session, by type (GoBGP's counters; BgpPeer status). */
+  messages?: { received: GobgpMessageCounters; sent: GobgpMessageCounters };
   /** As read back from gobgpd, best effort; see `peerConfigFromApi`. */
   config: GobgpPeerConfig;
+}
+
+export interface GobgpMessageCounters {
+  notification: number;
+  update: number;
+  open: number;
+  keepalive: number;
+  refresh: number;
+  discarded: number;
+  total: number;
+  withdrawUpdate: number;
+  withdrawPrefix: number;
 }
 
 export interface GobgpPeerEvent {
@@ -135,9 +149,20 @@ interface ApiAfiSafi {
   mp_graceful_restart: { config: { enabled: boolean } | null } | null;
   long_lived_graceful_restart: { config: { enabled: boolean; restart_time: number } | null } | null;
 }
+interface ApiMessage {
+  notification: number;
+  update: number;
+  open: number;
+  keepalive: number;
+  refresh: number;
+  discarded: number;
+  total: number;
+  withdraw_update: number;
+  withdraw_prefix: number;
+}
 interface ApiPeer {
   conf: { neighbor_address: string; peer_asn: number; local_asn: number; auth_password: string; description: string } | null;
-  state: { neighbor_address: string; session_state: string; admin_state: string } | null;
+  state: { neighbor_address: string; session_state: string; admin_state: string; messages?: { received: ApiMessage | null; sent: ApiMessage | null } | null } | null;
   ebgp_multihop: { enabled: boolean; multihop_ttl: number } | null;
   timers: {
     config: { connect_retry: number; hold_time: number; keepalive_interval: number } | null;
@@ -339,7 +364,22 @@ function peerStatusFromApi(p: ApiPeer): GobgpPeerStatus {
     prefixesAccepted: accepted,
     localAddress: established ? unsetIfWildcard(p.transport?.local_address) : undefined,
     lastError: undefined,
+    messages: { received: countersOf(p.state?.messages?.received), sent: countersOf(p.state?.messages?.sent) },
     config,
+  };
+}
+
+function countersOf(m: ApiMessage | null | undefined): GobgpMessageCounters {
+  return {
+    notification: m?.notification ?? 0,
+    update: m?.update ?? 0,
+    open: m?.open ?? 0,
+    keepalive: m?.keepalive ?? 0,
+    refresh: m?.refresh ?? 0,
+    discarded: m?.discarded ?? 0,
+    total: m?.total ?? 0,
+    withdrawUpdate: m?.withdraw_update ?? 0,
+    withdrawPrefix: m?.withdraw_prefix ?? 0,
   };
 }
 

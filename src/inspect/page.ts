@@ -111,7 +111,7 @@ function draw() {
   svg.setAttribute('width', width); svg.setAttribute('height', height); svg.setAttribute('viewBox', '0 0 ' + width + ' ' + height);
   var layers = { racks: el('g', {}, svg), links: el('g', {}, svg), paths: el('g', { 'data-testid': 'path-layer' }, svg), boxes: el('g', {}, svg) };
 
-  var spine = { x: width / 2 - 90, y: Y_SPINE, w: 180, h: 40 };
+  var spine = { x: width / 2 - 105, y: Y_SPINE, w: 210, h: 40 };
   var gs = el('g', { 'class': 'spine' }, layers.boxes);
   el('rect', { 'class': 'box', x: spine.x, y: spine.y, width: spine.w, height: spine.h, rx: 6 }, gs);
   el('text', { x: spine.x + 10, y: spine.y + 24 }, gs, 'spine (ECMP over the leaves)');

@@ -44,10 +44,13 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
   send(res, status, 'application/json; charset=utf-8', JSON.stringify(value));
 }
 
-/** The topology without the moment it was read: what decides whether watchers get a new one. */
+/**
+ * What decides whether watchers get a new topology: everything but the moment it was read and the
+ * speakers' heartbeat times, which move every few seconds (whether a heartbeat went stale is kept).
+ */
 function changeKey(t: Topology): string {
   const { readAt: _readAt, ...rest } = t;
-  return JSON.stringify(rest);
+  return JSON.stringify({ ...rest, racks: rest.racks.map((r) => ({ ...r, speakers: r.speakers.map((sp) => ({ ...sp, lastSeen: null })) })) });
 }
 
 export async function serveInspect(opts: InspectOptions): Promise<InspectServer> {

@@ -57,13 +57,13 @@ export class Bridge {
     this.kinds = o.kinds ?? WATCHED;
     this.lists = new Counter({ name: 'racklb_bridge_lists_total', help: 'Full lists per kind: one at start, one after every expired watch', labelNames: ['kind'], registers: [o.registry] });
     this.errors = new Counter({ name: 'racklb_bridge_watch_errors_total', help: 'List or watch failures, each followed by a restart with backoff', labelNames: ['kind', 'reason'], registers: [o.registry] });
-    const self = this;
+    const isReady = (): boolean => this.ready;
     new Gauge({
       name: 'racklb_bridge_synced',
       help: '1 once the first full list of every kind is delivered (and, with a store, reflected in it)',
       registers: [o.registry],
       collect() {
-        this.set(self.ready ? 1 : 0);
+        this.set(isReady() ? 1 : 0);
       },
     });
   }

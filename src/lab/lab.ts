@@ -17,6 +17,7 @@ import { Store } from '../store/store.js';
 import { markComplete } from '../cli/state.js';
 import { LabApiServer, type Delivery } from './apiserver.js';
 import { leafBirdConfig, spineBirdConfig, startRouter } from './bird.js';
+import { leafFrrConfig, spineFrrConfig, startFrrRouter } from './frr.js';
 import { buildNetwork, destroyNetwork, listLabNamespaces, requireRoot } from './netns.js';
 import { LAB_RUN_DIR, labDir, netnsName } from './paths.js';
 import { isAlive, killPid, killPidFile, readPidFile, spawnInNetns, waitFor, writeFileMkdir } from './process.js';
@@ -60,15 +61,21 @@ export function labIsUp(): boolean {
   return existsSync(STATE_FILE);
 }
 
+/**
+ * A free port for a function, below Linux's ephemeral range (32768 and up): a function restarted
+ * on its port must not find it taken as the source port of some outgoing connection meanwhile.
+ */
 async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new RacklbError('RACKLB_LAB', 'no free port between 20000 and 32000 for the functions');
 }
 
 export type Say = (line: string) => void;
@@ -81,9 +88,9 @@ export async function labUp(topology: Topology, say: Say = () => undefined): Pro
   try {
     say(`building the network: ${topology.racks.length} racks, ${topology.racks.reduce((n, r) => n + r.nodes.length, 0)} nodes`);
     await buildNetwork(topology);
-    say('starting BIRD on the spine and the leaves');
-    await startRouter(topology.spine.name, spineBirdConfig(topology));
-    await Promise.all(topology.racks.map((rack) => startRouter(rack.name, leafBirdConfig(topology, rack))));
+    say(`starting the routers: ${[topology.spine, ...topology.racks].map((r) => `${r.name} (${r.daemon === 'frr' ? 'FRR' : 'BIRD'})`).join(', ')}`);
+    await (topology.spine.daemon === 'frr' ? startFrrRouter(topology.spine.name, spineFrrConfig(topology)) : startRouter(topology.spine.name, spineBirdConfig(topology)));
+    await Promise.all(topology.racks.map((rack) => (rack.daemon === 'frr' ? startFrrRouter(rack.name, leafFrrConfig(topology, rack)) : startRouter(rack.name, leafBirdConfig(topology, rack)))));
 
     say('starting Redis and the three functions');
     await startRedis();
@@ -139,7 +146,12 @@ export async function restartFunction(state: LabState, fn: FunctionName): Promis
   await killPidFile(join(labDir('functions'), `${fn}.pid`), 'SIGKILL');
   startFunction(fn, Number(new URL(state.functions[fn]).port));
   const url = `${state.functions[fn]}health/readiness`;
-  await waitFor(`function ${fn} to be ready again`, async () => (await request(url)).statusCode === 200, 15_000, 50);
+  try {
+    await waitFor(`function ${fn} to be ready again`, async () => (await request(url)).statusCode === 200, 15_000, 50);
+  } catch (err) {
+    const log = readFileSync(join(labDir('functions'), `${fn}.log`), 'utf8').trimEnd().split('\n').slice(-10).join('\n');
+    throw new RacklbError('RACKLB_LAB', `${(err as Error).message}\n${log}`, { cause: err });
+  }
 }
 
 function readyNode(name: string, ip: string): Record<string, unknown> {

@@ -12,8 +12,11 @@ import ipaddr from 'ipaddr.js';
 import { parseAllDocuments } from 'yaml';
 import { RacklbError, invalidField } from '../errors.js';
 
+/** The routing daemon a router runs: BIRD 2 (bird.ts) or FRR (frr.ts). */
+export type RouterDaemon = 'bird' | 'frr';
+
 export interface Topology {
-  spine: { name: string; asn: number; daemon: 'bird' };
+  spine: { name: string; asn: number; daemon: RouterDaemon };
   racks: RackTopology[];
 }
 
@@ -28,7 +31,7 @@ export interface RackTopology {
   /** The /31 between spine and leaf: the spine has the lower address, the leaf the higher. */
   uplink: { spine: string; leaf: string; prefix: string };
   nodes: { name: string; ip: string }[];
-  daemon: 'bird';
+  daemon: RouterDaemon;
   /**
    * TCP-MD5 password the leaf requires from the rack's speakers (the BgpPeer's authPassword must
    * match). Absent: no MD5. Kept out of logs; it is written to the router's config file only.
@@ -238,19 +241,21 @@ function asn(field: string, value: unknown): number {
   return v;
 }
 
-function daemon(field: string, value: unknown): 'bird' {
+function daemon(field: string, value: unknown): RouterDaemon {
   if (value === undefined || value === null || value === 'bird') return 'bird';
-  throw invalidField(field, 'must be "bird" (the only router daemon the lab runs)', value);
+  if (value === 'frr') return 'frr';
+  throw invalidField(field, 'must be "bird" (BIRD 2, the default) or "frr" (FRR\'s zebra and bgpd)', value);
 }
 
 /**
- * 1-80 printable ASCII characters (Linux's TCP-MD5 key limit), without `"` and `\\`, so the
- * password sits in a BIRD or FRR config unescaped. Never echoed in an error.
+ * 1-80 printable ASCII characters (Linux's TCP-MD5 key limit), without spaces, `"` and `\\`, so
+ * the password sits unescaped in a BIRD config and as one word in an FRR one. Never echoed in an
+ * error.
  */
 function password(field: string, value: unknown): string | undefined {
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string' || !/^[\x20-\x7e]{1,80}$/.test(value) || /["\\]/.test(value)) {
-    throw invalidField(field, 'must be 1 to 80 printable ASCII characters without " and \\ (the TCP-MD5 key)');
+  if (typeof value !== 'string' || !/^[\x21-\x7e]{1,80}$/.test(value) || /["\\]/.test(value)) {
+    throw invalidField(field, 'must be 1 to 80 printable ASCII characters without spaces, " and \\ (the TCP-MD5 key)');
   }
   return value;
 }

@@ -15,6 +15,7 @@
  *    equals what the final objects imply, computed here by a model independent of racklb's code.
  */
 import { spawn } from 'node:child_process';
+import { isDeepStrictEqual } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LabApiServer, type Delivery } from '../../src/lab/apiserver.js';
@@ -394,7 +395,7 @@ describe.skipIf(!isRoot())('faults in the lab', () => {
     try {
       await waitForAll(async () => {
         last = Object.fromEntries(await Promise.all(['spine', ...RACKS].map(async (r) => [r, await poolRoutes(r)] as const)));
-        return JSON.stringify(last) === JSON.stringify(want);
+        return isDeepStrictEqual(last, want);
       }, 45_000);
     } finally {
       const result = await presence.stop();

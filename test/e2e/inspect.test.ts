@@ -41,7 +41,7 @@ async function shot(name: string): Promise<void> {
 
 /** Paths drawn in the SVG, as "router node". */
 async function drawnPaths(): Promise<string[]> {
-  return (await page.locator('svg path.path').evaluateAll((els) => els.map((e) => `${e.getAttribute('data-router')} ${e.getAttribute('data-node')}`))).sort();
+  return (await page.evaluate(() => [...document.querySelectorAll('svg path.path')].map((e) => `${e.getAttribute('data-router')} ${e.getAttribute('data-node')}`))).sort();
 }
 
 describe.skipIf(!isRoot() || !existsSync(CHROMIUM))('racklb inspect in a browser, against the lab', () => {
@@ -84,14 +84,27 @@ describe.skipIf(!isRoot() || !existsSync(CHROMIUM))('racklb inspect in a browser
 
   it('shows the racks, nodes, routers and every session Established', async () => {
     await page.goto(url);
-    await page.waitForSelector(`svg path.session[data-speaker="master1"][data-neighbor="${LEAF1}"][data-state="established"]`);
-    await page.waitForSelector(`svg path.session[data-speaker="worker-p002"][data-neighbor="${LEAF2}"][data-state="established"]`);
-    expect(await page.locator('svg path.session').count()).toBe(2);
-    expect(await page.locator('svg g.router').evaluateAll((els) => els.map((e) => `${e.getAttribute('data-rack')} ${e.getAttribute('data-router')}`).sort())).toEqual([`leaf1 ${LEAF1}`, `leaf2 ${LEAF2}`]);
-    expect(await page.locator('svg g.node').evaluateAll((els) => els.map((e) => `${e.getAttribute('data-rack')} ${e.getAttribute('data-node')}`).sort())).toEqual(['- worker-p001', 'leaf1 master1', 'leaf2 worker-p002']);
-    // A session is coloured by its state: green when Established.
-    const colour = await page.locator(`svg path.session[data-speaker="master1"]`).evaluate((e) => getComputedStyle(e).stroke);
-    expect(colour).toBe('rgb(31, 157, 85)');
+    // Attached, not visible: a perfectly vertical line has a zero-width box, which Playwright calls hidden.
+    await page.waitForSelector(`svg path.session[data-speaker="master1"][data-neighbor="${LEAF1}"][data-state="established"]`, { state: 'attached' });
+    await page.waitForSelector(`svg path.session[data-speaker="worker-p002"][data-neighbor="${LEAF2}"][data-state="established"]`, { state: 'attached' });
+    // Read in one go in the page: a redraw between two reads would replace the elements.
+    const drawn = await page.evaluate(() => {
+      const all = (sel: string, f: (e: Element) => string): string[] => [...document.querySelectorAll(sel)].map(f).sort();
+      const session = document.querySelector('svg path.session[data-speaker="master1"]');
+      return {
+        sessions: all('svg path.session', (e) => `${e.getAttribute('data-speaker')} ${e.getAttribute('data-neighbor')} ${e.getAttribute('data-state')}`),
+        routers: all('svg g.router', (e) => `${e.getAttribute('data-rack')} ${e.getAttribute('data-router')}`),
+        nodes: all('svg g.node', (e) => `${e.getAttribute('data-rack')} ${e.getAttribute('data-node')}`),
+        colour: session ? getComputedStyle(session).stroke : null,
+      };
+    });
+    expect(drawn).toEqual({
+      sessions: [`master1 ${LEAF1} established`, `worker-p002 ${LEAF2} established`],
+      routers: [`leaf1 ${LEAF1}`, `leaf2 ${LEAF2}`],
+      nodes: ['- worker-p001', 'leaf1 master1', 'leaf2 worker-p002'],
+      // A session is coloured by its state: green when Established.
+      colour: 'rgb(31, 157, 85)',
+    });
     await shot('1-sessions');
   });
 

@@ -380,6 +380,11 @@ describe('two gobgpd: ours announces with ADD-PATH, the other plays the router',
       expect(events.filter((e) => e.neighborAddress === '127.0.0.1').map((e) => e.sessionState)).toContain('established');
       const [status] = await a.listPeers();
       expect(status).toMatchObject({ neighborAddress: '127.0.0.1', sessionState: 'established', localAddress: '127.0.0.2', prefixesSent: 6 });
+      // GoBGP's message counters (shown in the BgpPeer status): at least the OPEN and the UPDATEs.
+      expect(status?.messages?.sent.open).toBe(1);
+      expect(status?.messages?.received.open).toBe(1);
+      expect(status?.messages?.sent.update).toBeGreaterThanOrEqual(1);
+      expect(status?.messages?.sent.total).toBeGreaterThanOrEqual(3);
       const [statusB] = await b.listPeers();
       expect(statusB).toMatchObject({ neighborAddress: '127.0.0.2', sessionState: 'established', prefixesReceived: 6, prefixesAccepted: 6 });
 

@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import { request } from 'undici';
 import { Bridge } from '../../src/k8s/bridge.js';
 import { Deliverer, type Target } from '../../src/k8s/deliver.js';
 import { KubeApi } from '../../src/k8s/kube.js';
@@ -19,6 +20,7 @@ import { readState } from '../../src/state/read.js';
 import { Store } from '../../src/store/store.js';
 import { bgpConf, bgpPeer, eip, endpointSlice, node, porterLbExample, service, type Json } from '../helpers/fixtures.js';
 import { serveAll, send, type ServedFunctions } from '../helpers/functions.js';
+import { cli, spawnCli } from '../helpers/cli.js';
 import { startKubeApi, type FakeKubeApi } from '../helpers/kube-api.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -237,6 +239,38 @@ describe('racklb bridge', () => {
       'dev.knative.apiserver.resource.delete BgpConf',
       'dev.knative.apiserver.resource.update Node',
     ]);
+  });
+
+  it('runs as `racklb bridge`: first sync, store marked complete, ready, metrics', async () => {
+    seedExample();
+    const args = ['bridge', '--kubeconfig', kube.kubeconfig, '--redis', redis.url, '--metrics-port', '0', ...Object.entries(fns.urls).flatMap(([n, u]) => ['--function-url', `${n}=${u}`])];
+    const proc = spawnCli(args);
+    const kill = (): void => void proc.proc.kill('SIGKILL');
+    process.once('exit', kill);
+    cleanups.push(async () => {
+      await proc.stop();
+      process.off('exit', kill);
+    });
+    const start = await proc.waitForLine((l) => l.includes('bridge starting'), 15_000);
+    await proc.waitForLine((l) => l.includes('first sync done; following changes'), 15_000);
+    expect((await readState(fns.store)).services['default/porter-bgp-svc']?.ip).toBe('172.22.0.2');
+    const ops = String((JSON.parse(start) as Json).metrics);
+    expect((await request(`${ops}/health/readiness`)).statusCode).toBe(200);
+    const metrics = await (await request(`${ops}/metrics`)).body.text();
+    expect(metrics).toMatch(/racklb_bridge_events_total\{kind="Node",action="add",outcome="applied"\} 3/);
+    expect(metrics).toContain('racklb_bridge_synced 1');
+    expect(await proc.stop()).toBe(0);
+  });
+
+  it('refuses to start without exactly one delivery target, naming the options', async () => {
+    const none = await cli(['bridge', '--kubeconfig', kube.kubeconfig]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('choose exactly one delivery target: --function-url NAME=URL (for each function), --broker URL or --streams');
+    const partial = await cli(['bridge', '--kubeconfig', kube.kubeconfig, '--function-url', `on-service=${fns.urls['on-service']}`]);
+    expect(partial.code).toBe(2);
+    expect(partial.stderr).toContain('--function-url: every function needs a URL; missing on-node-label, on-bgppeer');
+    const streams = await cli(['bridge', '--kubeconfig', kube.kubeconfig, '--streams'], { env: { RACKLB_REDIS_URL: '' } });
+    expect(streams.stderr).toContain('--streams needs --redis');
   });
 
   it('publishes onto the Redis streams, and marks the store complete only once the consumers applied everything', async () => {

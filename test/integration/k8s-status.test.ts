@@ -10,8 +10,10 @@ import { Registry } from 'prom-client';
 import { request } from 'undici';
 import { KubeApi } from '../../src/k8s/kube.js';
 import { StatusWriter } from '../../src/k8s/status-writer.js';
+import { serviceChange, type ServiceTarget } from '../../src/k8s/status.js';
+import { parseEip } from '../../src/core/objects.js';
 import { markComplete } from '../../src/state/complete.js';
-import { porterLbExample, service, type Json } from '../helpers/fixtures.js';
+import { eip, porterLbExample, service, type Json } from '../helpers/fixtures.js';
 import { send, serveAll, type ServedFunctions } from '../helpers/functions.js';
 import { spawnCli } from '../helpers/cli.js';
 import { startKubeApi, type FakeKubeApi } from '../helpers/kube-api.js';
@@ -86,7 +88,12 @@ describe('status write-back', () => {
     await loadExample();
     // What the speaker on master1 reports for its session with leaf1's router.
     const updatedAt = '2026-01-02T03:04:05.678Z';
-    await fns.store.redis.hset(fns.store.keys.sessions('master1'), '192.168.0.2', JSON.stringify({ peer: 'bgppeer-leaf1', neighborAddress: '192.168.0.2', sessionState: 'established', adminState: 'up', uptimeSeconds: 42, prefixesSent: 1, prefixesReceived: 0, lastError: null, updatedAt }));
+    const counters = (open: number, update: number, keepalive: number) => ({ notification: 0, update, open, keepalive, refresh: 0, discarded: 0, total: open + update + keepalive, withdrawUpdate: 0, withdrawPrefix: 0 });
+    await fns.store.redis.hset(
+      fns.store.keys.sessions('master1'),
+      '192.168.0.2',
+      JSON.stringify({ peer: 'bgppeer-leaf1', neighborAddress: '192.168.0.2', sessionState: 'established', adminState: 'up', uptimeSeconds: 42, prefixesSent: 1, prefixesReceived: 0, lastError: null, messages: { received: counters(1, 0, 14), sent: counters(1, 2, 14) }, updatedAt }),
+    );
     startWriter();
 
     const svc = await eventually('the Service status', () => {
@@ -108,7 +115,17 @@ describe('status write-back', () => {
     expect(status(leaf1)).toEqual({
       nodesPeerStatus: {
         master1: {
-          peerState: { neighborAddress: '192.168.0.2', peerAs: 50001, sessionState: 'ESTABLISHED', adminState: 'UP' },
+          peerState: {
+            neighborAddress: '192.168.0.2',
+            peerAs: 50001,
+            sessionState: 'ESTABLISHED',
+            adminState: 'UP',
+            // jsonpb's uint64 strings, as PorterLB's CRD declares the counters.
+            messages: {
+              received: { notification: '0', update: '0', open: '1', keepalive: '14', refresh: '0', discarded: '0', total: '15', withdrawUpdate: '0', withdrawPrefix: '0' },
+              sent: { notification: '0', update: '2', open: '1', keepalive: '14', refresh: '0', discarded: '0', total: '17', withdrawUpdate: '0', withdrawPrefix: '0' },
+            },
+          },
           timersState: { uptime: '2026-01-02T03:03:23Z' },
         },
       },
@@ -197,11 +214,25 @@ describe('status write-back', () => {
     expect(times.length).toBe(4);
   });
 
-  it('never delays the functions: a status writer stuck on a hanging API server leaves their answers as fast as without it', async () => {
+  it('never delays the functions: with the status writer stuck on a hanging API server, their answers are as fast as without it', async () => {
     await loadExample();
+    const answerTimes = async (from: number): Promise<number> => {
+      const latencies: number[] = [];
+      for (let i = from; i < from + 40; i++) {
+        const svc = kube.apply(service({ name: `svc-${i}`, requestedIp: '172.22.0.2' }));
+        const t0 = performance.now();
+        const answer = await send(fns, 'add', svc);
+        latencies.push(performance.now() - t0);
+        expect(answer.status).toBe(200);
+      }
+      latencies.sort((a, b) => a - b);
+      return latencies[latencies.length - 2] ?? 0; // p97.5 of 40: robust to one GC pause
+    };
+    const before = await answerTimes(0);
+
     kube.fail({ path: /./, hang: true, times: Infinity });
     // The real command, in its own process, as deployed.
-    const writer = spawnCli(['status-writer', '--kubeconfig', kube.kubeconfig, '--redis', redis.url, '--poll', '0.05', '--metrics-port', '0', '--metrics-host', '127.0.0.1'], { env: { RACKLB_LOG_LEVEL: 'info' } });
+    const writer = spawnCli(['status-writer', '--kubeconfig', kube.kubeconfig, '--redis', redis.url, '--metrics-port', '0', '--metrics-host', '127.0.0.1'], { env: { RACKLB_LOG_LEVEL: 'info' } });
     const kill = (): void => void writer.proc.kill('SIGKILL');
     process.once('exit', kill);
     cleanups.push(async () => {
@@ -210,21 +241,14 @@ describe('status write-back', () => {
     });
     await writer.waitForLine((l) => l.includes('status writer starting'), 15_000);
     await eventually('the writer to be stuck on the API', () => (kube.requests.filter((r) => r.status === -1).length >= 1 ? true : undefined));
+    const during = await answerTimes(40);
 
-    const latencies: number[] = [];
-    for (let i = 0; i < 40; i++) {
-      const svc = kube.apply(service({ name: `svc-${i}`, requestedIp: '172.22.0.2' }));
-      const t0 = performance.now();
-      const answer = await send(fns, 'add', svc);
-      latencies.push(performance.now() - t0);
-      expect(answer.status).toBe(200);
-    }
-    latencies.sort((a, b) => a - b);
-    const p99 = latencies[Math.floor(latencies.length * 0.99) - 1] ?? 0;
-    // Every answer in well under the writer's 15 s API deadline, while it still waits on the API.
-    expect(p99).toBeLessThan(250);
+    // The writer is still waiting on the API (its deadline is 15 s) and has written nothing.
     expect(kube.requests.filter((r) => r.status === -1).length).toBeGreaterThanOrEqual(1);
     expect(kube.get('Service', 'svc-0', 'default')?.status).toEqual({ loadBalancer: {} });
+    // Had the functions waited on the API, each answer would take the writer's 15 s deadline. The
+    // bound leaves room for a loaded test machine, where the writer's process competes for the CPU.
+    expect(during, `answers took ${during.toFixed(1)} ms with the writer stuck, ${before.toFixed(1)} ms before`).toBeLessThan(before + 1000);
     const metrics = await request(`http://127.0.0.1:${await opsPort(writer.lines)}/metrics`).then((r) => r.body.text());
     expect(metrics).toContain('racklb_status_backlog');
   });
@@ -237,3 +261,24 @@ async function opsPort(lines: string[]): Promise<number> {
   if (!m) throw new Error(`no metrics address in ${line}`);
   return Number(m[1]);
 }
+
+describe('what a Service\'s status write changes (serviceChange)', () => {
+  const pools = [parseEip(eip({ name: 'pool-a', address: '198.51.100.0/28' }))];
+  const ours: ServiceTarget = { key: 'default/web', namespace: 'default', name: 'web', ip: '198.51.100.1', pool: 'pool-a' };
+  const label = { 'eip.porter.kubesphere.io/v1alpha2': 'pool-a' };
+  const cases: { name: string; target: ServiceTarget | undefined; live: { labels: Record<string, string>; ingress: { ip?: string; hostname?: string }[] }; mayRemove: boolean; want: unknown }[] = [
+    { name: 'nothing yet: label and ingress', target: ours, live: { labels: {}, ingress: [] }, mayRemove: true, want: { label: 'pool-a', ingress: [{ ip: '198.51.100.1' }] } },
+    { name: 'already right: nothing', target: ours, live: { labels: label, ingress: [{ ip: '198.51.100.1' }] }, mayRemove: true, want: { label: undefined, ingress: undefined } },
+    { name: 'moved IP: the old one of ours goes', target: ours, live: { labels: label, ingress: [{ ip: '198.51.100.7' }] }, mayRemove: true, want: { label: undefined, ingress: [{ ip: '198.51.100.1' }] } },
+    { name: 'moved IP, store not complete: the old one stays too', target: ours, live: { labels: label, ingress: [{ ip: '198.51.100.7' }] }, mayRemove: false, want: { label: undefined, ingress: [{ ip: '198.51.100.1' }, { ip: '198.51.100.7' }] } },
+    { name: 'another load balancer\'s entry stays', target: ours, live: { labels: {}, ingress: [{ ip: '203.0.113.9' }] }, mayRemove: true, want: { label: 'pool-a', ingress: [{ ip: '198.51.100.1' }, { ip: '203.0.113.9' }] } },
+    { name: 'released: ours and the label go, a hostname stays', target: undefined, live: { labels: label, ingress: [{ ip: '198.51.100.1' }, { hostname: 'lb.example' }] }, mayRemove: true, want: { label: null, ingress: [{ hostname: 'lb.example' }] } },
+    { name: 'released, store not complete: nothing is taken away', target: undefined, live: { labels: label, ingress: [{ ip: '198.51.100.1' }] }, mayRemove: false, want: { label: undefined, ingress: undefined } },
+    { name: 'never ours: nothing', target: undefined, live: { labels: {}, ingress: [{ ip: '203.0.113.9' }] }, mayRemove: true, want: { label: undefined, ingress: undefined } },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      expect(serviceChange(c.target, c.live, pools, c.mayRemove)).toEqual(c.want);
+    });
+  }
+});

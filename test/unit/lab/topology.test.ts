@@ -92,8 +92,9 @@ racks:
     ['unknown field', (y) => y.replace('subnet: 192.0.2.64/26', 'subnett: 192.0.2.64/26'), 'racks[1].subnett', /unknown field/],
     ['missing subnet', (y) => y.replace('    subnet: 192.0.2.64/26\n', ''), 'racks[1].subnet', /required/],
     ['missing nodes', (y) => y.replace(/ {4}nodes:\n {6}- \{ name: worker-p002, ip: 192\.0\.2\.66 \}\n/, ''), 'racks[1].nodes', /required/],
-    ['other daemon', (y) => y.replace('asn: 65000 }', 'asn: 65000, daemon: frr }'), 'spine.daemon', /"bird"/],
+    ['other daemon', (y) => y.replace('asn: 65000 }', 'asn: 65000, daemon: quagga }'), 'spine.daemon', /"bird" .* or "frr"/],
     ['password with a quote', (y) => y.replace('    asn: 65002\n', '    asn: 65002\n    password: \'se"cret\'\n'), 'racks[1].password', /printable ASCII characters without/],
+    ['password with a space', (y) => y.replace('    asn: 65002\n', "    asn: 65002\n    password: 'a b'\n"), 'racks[1].password', /without spaces/],
     ['password too long', (y) => y.replace('    asn: 65002\n', `    asn: 65002\n    password: ${'p'.repeat(81)}\n`), 'racks[1].password', /1 to 80/],
     ['password not a string', (y) => y.replace('    asn: 65002\n', '    asn: 65002\n    password: 12345\n'), 'racks[1].password', /printable ASCII/],
     ['no racks', () => 'spine: { name: spine, asn: 65000 }\nracks: []\n', 'racks', /at least one/],
@@ -196,11 +197,11 @@ racks:
   });
 
   it('a rack password becomes the leaf\'s TCP-MD5 password toward its speakers, and passes bird -p', async () => {
-    const pw = parseTopology(DEFAULT_TOPOLOGY_YAML.replace('    asn: 65002\n', "    asn: 65002\n    password: 'md5 s3cret!'\n"));
+    const pw = parseTopology(DEFAULT_TOPOLOGY_YAML.replace('    asn: 65002\n', "    asn: 65002\n    password: 'md5-s3cret!'\n"));
     expect(pw.racks[0]!.password).toBeUndefined();
-    expect(pw.racks[1]!.password).toBe('md5 s3cret!');
+    expect(pw.racks[1]!.password).toBe('md5-s3cret!');
     const conf = leafBirdConfig(pw, pw.racks[1]!);
-    expect(conf).toMatch(/template bgp rack_speaker from racklb_bgp \{\n[^}]*password "md5 s3cret!";/);
+    expect(conf).toMatch(/template bgp rack_speaker from racklb_bgp \{\n[^}]*password "md5-s3cret!";/);
     expect(conf.match(/password/g)?.length).toBe(1);
     expect(leafBirdConfig(pw, pw.racks[0]!)).not.toContain('password');
     await check('leaf2-md5', conf);
