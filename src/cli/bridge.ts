@@ -4,7 +4,7 @@ import { RacklbError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { Store } from '../store/store.js';
 import { collect, parseTarget } from '../k8s/targets.js';
-import { parsePort, redisDefault } from './main.js';
+import { parsePort, redisDefault } from './options.js';
 
 interface BridgeFlags {
   kubeconfig?: string;

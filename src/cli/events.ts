@@ -6,7 +6,7 @@ import { diffStates, formatDifferences, replayInto, replayTo, type SendResult } 
 import { FUNCTION_NAMES } from '../functions.js';
 import { Keys } from '../store/keys.js';
 import { Store } from '../store/store.js';
-import { redisDefault } from './main.js';
+import { redisDefault } from './options.js';
 import { openStore } from './store.js';
 import { formatTable } from './table.js';
 

@@ -4,7 +4,7 @@ import { RacklbError } from '../errors.js';
 import { explainNode, explainService } from '../explain/explain.js';
 import { formatNodeExplanation, formatServiceExplanation } from '../explain/format.js';
 import { readSnapshot } from '../state/snapshot.js';
-import { redisDefault } from './main.js';
+import { redisDefault } from './options.js';
 import { openStore } from './store.js';
 
 interface ExplainOpts {

@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { serveInspect } from '../inspect/server.js';
 import { createLogger } from '../log.js';
-import { parsePort, redisDefault } from './main.js';
+import { parsePort, redisDefault } from './options.js';
 import { openStore } from './store.js';
 
 export function registerInspect(program: Command): void {

@@ -1,56 +1,41 @@
 /**
  * The `racklb` command. Each subcommand lives in its own module; this file only wires them.
+ *
+ * Subcommand modules are loaded only when their command runs: `racklb serve` (a function scaled
+ * from zero) must not pay for loading the lab, gRPC and the Kubernetes client.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { isRacklbError } from '../errors.js';
-import { registerServe } from './serve.js';
-import { registerState } from './state.js';
-import { registerSpeaker } from './speaker.js';
-import { registerLab } from './lab.js';
-import { registerBridge } from './bridge.js';
-import { registerResync } from './resync.js';
-import { registerStatusWriter } from './status-writer.js';
-import { registerEvents, registerReplay } from './events.js';
-import { registerExplain } from './explain.js';
-import { registerInspect } from './inspect.js';
 
-export function parsePort(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be an integer port between 0 and 65535');
-  return n;
-}
+type Register = (program: Command) => void;
 
-export function redisDefault(): string | undefined {
-  return process.env.RACKLB_REDIS_URL;
-}
+const COMMANDS: Record<string, () => Promise<Register[]>> = {
+  serve: async () => [(await import('./serve.js')).registerServe],
+  state: async () => [(await import('./state.js')).registerState],
+  speaker: async () => [(await import('./speaker.js')).registerSpeaker],
+  lab: async () => [(await import('./lab.js')).registerLab],
+  bridge: async () => [(await import('./bridge.js')).registerBridge],
+  resync: async () => [(await import('./resync.js')).registerResync],
+  'status-writer': async () => [(await import('./status-writer.js')).registerStatusWriter],
+  events: async () => [(await import('./events.js')).registerEvents],
+  replay: async () => [(await import('./events.js')).registerReplay],
+  explain: async () => [(await import('./explain.js')).registerExplain],
+  inspect: async () => [(await import('./inspect.js')).registerInspect],
+};
 
-export function buildProgram(): Command {
+/** The program with every subcommand, or only `only` when it names one. */
+export async function buildProgram(only?: string): Promise<Command> {
   const program = new Command('racklb')
     .description('BGP load balancing for Kubernetes clusters whose nodes sit under several leaf routers')
     .showHelpAfterError();
-  registerServe(program);
-  registerState(program);
-  registerSpeaker(program);
-  registerLab(program);
-  registerBridge(program);
-  registerResync(program);
-  registerStatusWriter(program);
-  registerEvents(program);
-  registerReplay(program);
-  registerExplain(program);
-  registerInspect(program);
+  const names = only !== undefined && only in COMMANDS ? [only] : Object.keys(COMMANDS);
+  for (const name of names) for (const register of await (COMMANDS[name] as () => Promise<Register[]>)()) register(program);
   return program;
 }
 
-const extra: ((program: Command) => void)[] = [];
-/** Later subcommands (speaker, lab) register here so main stays a list. */
-export function addCommands(register: (program: Command) => void): void {
-  extra.push(register);
-}
-
 export async function main(argv: string[]): Promise<void> {
-  const program = buildProgram();
-  for (const register of extra) register(program);
+  const first = argv.slice(2).find((a) => !a.startsWith('-'));
+  const program = await buildProgram(first);
   try {
     await program.parseAsync(argv);
   } catch (err) {

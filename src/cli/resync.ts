@@ -9,7 +9,7 @@ import type { Target } from '../k8s/deliver.js';
 import type { KubeApi } from '../k8s/kube.js';
 import type { ResyncReport } from '../k8s/resync.js';
 import { collect, parseTarget } from '../k8s/targets.js';
-import { parsePort, redisDefault } from './main.js';
+import { parsePort, redisDefault } from './options.js';
 
 interface ResyncFlags {
   kubeconfig?: string;

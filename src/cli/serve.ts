@@ -8,7 +8,7 @@ import { DEFAULT_TOLERANCE_SECONDS, loadWebhookSecret } from '../serve/webhook.j
 import type { FunctionName } from '../store/keys.js';
 import { Store } from '../store/store.js';
 import { RacklbError } from '../errors.js';
-import { parsePort, redisDefault } from './main.js';
+import { parsePort, redisDefault } from './options.js';
 
 export function registerServe(program: Command): void {
   program

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { RacklbError } from '../errors.js';
 import { runSpeaker } from '../../speaker/main.js';
-import { parsePort, redisDefault } from './main.js';
+import { parsePort, redisDefault } from './options.js';
 
 export function registerSpeaker(program: Command): void {
   program

@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { formatState, readState } from '../state/read.js';
 import { readSnapshot } from '../state/snapshot.js';
 import { VIEWS, viewRows, viewTable, type ViewName } from '../state/views.js';
-import { redisDefault } from './main.js';
+import { redisDefault } from './options.js';
 import { markComplete } from '../state/complete.js';
 import { openStore } from './store.js';
 import { formatTable } from './table.js';

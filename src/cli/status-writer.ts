@@ -3,7 +3,7 @@ import { Registry } from 'prom-client';
 import { RacklbError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { Store } from '../store/store.js';
-import { parsePort, redisDefault } from './main.js';
+import { parsePort, redisDefault } from './options.js';
 
 function positiveSeconds(option: string) {
   return (v: string): number => {

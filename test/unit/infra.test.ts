@@ -307,8 +307,8 @@ describe('the manifests agree with the code', () => {
     }
   });
 
-  it('run racklb with subcommands and flags that exist', () => {
-    const program = buildProgram();
+  it('run racklb with subcommands and flags that exist', async () => {
+    const program = await buildProgram();
     const workloads = manifests.map((m) => m.doc).flatMap((o) => {
       const spec = o.apiVersion === 'serving.knative.dev/v1' ? ((o.spec as Json).template as Json).spec as Json : podSpecOf(o);
       return ((spec?.containers as Container[] | undefined) ?? []).filter((c) => String(c.image).includes('/racklb/') && !c.command).map((c) => ({ where: `${String(o.kind)} ${nameOf(o)}`, args: c.args ?? [] }));
