@@ -76,6 +76,7 @@ async function functionStart(ctx: BenchContext): Promise<Record<string, number>>
 }
 
 interface LabFigures {
+  approximate_waits: number;
   speaker_rss_mb: number;
   speaker_peak_mb: number;
   gobgpd_rss_mb: number;
@@ -90,10 +91,10 @@ async function labMemory(ctx: BenchContext, lab: BenchLab, n: number): Promise<L
   const leaf = await RouteMonitor.start(rack.name);
   const isBulk = (p: string): boolean => p.startsWith('198.18.') && !/^198\.18\.(25[0-5])\./.test(p);
   const full = (h: readonly string[]): boolean => h.length === rack.nodes.length;
-  const out: LabFigures = { speaker_rss_mb: NaN, speaker_peak_mb: NaN, gobgpd_rss_mb: NaN, floor_agent_rss_mb: NaN, reannounce_s: [], floor_reannounce_s: [] };
+  const out: LabFigures = { approximate_waits: 0, speaker_rss_mb: NaN, speaker_peak_mb: NaN, gobgpd_rss_mb: NaN, floor_agent_rss_mb: NaN, reannounce_s: [], floor_reannounce_s: [] };
   try {
-    const s = await announceServices(lab, spine, n, 600_000);
-    ctx.say(`memory: ${n} Services announced (${s.toFixed(1)} s)`);
+    const announced = await announceServices(lab, spine, n, 900_000, true);
+    ctx.say(`memory: ${n} Services announced (${announced.seconds.toFixed(1)} s)`);
     await sleep(3000);
     const speakers = await lab.speakerPids();
     const mem = speakers.map(memoryOf);
@@ -153,10 +154,11 @@ async function labMemory(ctx: BenchContext, lab: BenchLab, n: number): Promise<L
       ctx.say(`memory: floor re-announced ${n} routes ${out.floor_reannounce_s.at(-1)!.toFixed(2)} s after gobgpd started`);
     }
     await leaf.waitCount(isBulk, full, n, 120_000);
-    await withdrawServices(lab, spine, n, 600_000);
+    await withdrawServices(lab, spine, announced, 900_000);
   } finally {
     await spine.stop();
     await leaf.stop();
+    out.approximate_waits = spine.approximate + leaf.approximate;
   }
   return out;
 }
@@ -199,6 +201,7 @@ export async function memory(ctx: BenchContext): Promise<BenchOutput> {
         speaker_reannounce_s: reS,
         floor_reannounce_s: freS,
         reannounce_runs_s: m.reannounce_s.map((x) => round(x)),
+        approximate_waits: m.approximate_waits,
         floor_reannounce_runs_s: m.floor_reannounce_s.map((x) => round(x)),
       },
     },

@@ -13,6 +13,8 @@ have redis-server || need+=(redis-server)
 have gobgpd || need+=(gobgpd)
 have bird || need+=(bird2)
 have ip || need+=(iproute2)
+[ -x /usr/lib/frr/bgpd ] || need+=(frr)
+have openssl || need+=(openssl)
 [ -f /usr/share/gocode/src/github.com/osrg/gobgp/api/gobgp.proto ] || need+=(golang-github-osrg-gobgp-dev)
 # The browser test of `racklb inspect` drives Debian's Chromium (playwright-core, no bundled browser).
 if [ "$purpose" = test ]; then [ -x /usr/bin/chromium ] || need+=(chromium); fi

@@ -200,10 +200,17 @@ export class Speaker {
 
   private async loadSmall(r: Reader): Promise<Pick<Desired, 'node' | 'conf' | 'peers' | 'candidates'>> {
     const k = this.o.store.keys;
-    const node = await this.recordOrKeep(r, 'Node', this.o.node, this.desired?.node);
-    const conf = await this.recordOrKeep(r, 'BgpConf', EFFECTIVE_BGPCONF, this.desired?.conf);
+    // One round trip instead of four: the records together, and the candidates of the rack the node
+    // was in (read again below only if it moved). A NotReady node leaves gobgpd that much sooner.
+    const known = this.desired?.node;
+    const guess = known === undefined ? undefined : readCandidates(r, known.rack, this.malformed);
+    guess?.catch(() => undefined);
+    const [node, conf, rawPeers] = await Promise.all([
+      this.recordOrKeep(r, 'Node', this.o.node, this.desired?.node),
+      this.recordOrKeep(r, 'BgpConf', EFFECTIVE_BGPCONF, this.desired?.conf),
+      r.redis.get(k.peers(this.o.node)),
+    ]);
     let peers: BgpPeerRecord[] = [];
-    const rawPeers = await r.redis.get(k.peers(this.o.node));
     if (rawPeers) {
       try {
         const parsed = JSON.parse(rawPeers) as unknown;
@@ -214,7 +221,7 @@ export class Speaker {
         peers = this.desired?.peers ?? [];
       }
     }
-    const candidates = await readCandidates(r, node?.rack, this.malformed);
+    const candidates = guess !== undefined && known !== undefined && node?.rack === known.rack ? await guess : await readCandidates(r, node?.rack, this.malformed);
     return { node, conf, peers, candidates };
   }
 

@@ -13,7 +13,7 @@ import { assignPeers } from '../../src/core/peers.js';
 import { nextHopCandidate } from '../../src/core/rack.js';
 import { serviceIpIntent } from '../../src/core/intents.js';
 import type { Allocation, KubeRecord } from '../../src/core/types.js';
-import type { StoredObject, Store } from '../../src/store/store.js';
+import { ALLOCATION_INDEX_COMPLETE, type StoredObject, type Store } from '../../src/store/store.js';
 import { bgpConf, bgpPeer, eip, node, service } from '../../test/helpers/fixtures.js';
 
 export interface ClusterShape {
@@ -161,8 +161,11 @@ export async function seed(store: Store, shape: ClusterShape): Promise<void> {
     pipe.hset(k.allocations(), ip, JSON.stringify(allocation));
     pipe.hset(k.serviceIps(), s.key, ip);
     pipe.hset(k.intents(), ip, JSON.stringify(serviceIpIntent(ip, [s], [])));
-    queued += 3;
+    pipe.zadd(k.allocationIndex(), 198 * 2 ** 24 + 18 * 2 ** 16 + i, ip);
+    queued += 4;
+    await flush();
   }
+  pipe.zadd(k.allocationIndex(), -1, ALLOCATION_INDEX_COMPLETE);
   pipe.hset(k.meta(), 'generation', 'bench-seed', 'rev', '0', 'complete', '1');
   queued++;
   await flush(true);
@@ -185,6 +188,7 @@ export async function dumpState(store: Store): Promise<Map<string, string>> {
     if (type === 'string') value = (await redis.get(key)) ?? '';
     else if (type === 'hash') value = JSON.stringify(Object.entries(await redis.hgetall(key)).sort());
     else if (type === 'set') value = JSON.stringify((await redis.smembers(key)).sort());
+    else if (type === 'zset') value = JSON.stringify(await redis.zrange(key, 0, -1, 'WITHSCORES'));
     else value = `(${type})`;
     out.set(key, value);
   }

@@ -39,6 +39,12 @@ export async function handle(event: KubeEvent, { store }: FunctionDeps): Promise
   const k = store.keys;
 
   return store.transact<Outcome>([k.object('Node', id.key), k.epoch('BgpPeer')], async (r) => {
+    // Reads that need nothing from each other go out together: a NotReady reaches the store one
+    // round trip sooner. Unused on a stale event, and harmless then.
+    const storedPeersRead = r.redis.get(k.peers(id.name));
+    storedPeersRead.catch(() => undefined);
+    const bgpPeersRead = record?.speaker ? r.allRecords('BgpPeer') : undefined;
+    bgpPeersRead?.catch(() => undefined);
     const stored = await r.object('Node', id.key);
     const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
@@ -52,9 +58,9 @@ export async function handle(event: KubeEvent, { store }: FunctionDeps): Promise
       const members = await r.redis.smembers(k.rackNodes(oldLocation));
       oldRackEmptied = members.length === 1 && members[0] === id.name;
     }
-    const peers = record?.speaker ? assignPeers(record, await r.allRecords('BgpPeer')) : undefined;
+    const peers = record?.speaker && bgpPeersRead ? assignPeers(record, await bgpPeersRead) : undefined;
     const peersJson = peers ? JSON.stringify(peers) : undefined;
-    const storedPeersJson = (await r.redis.get(k.peers(id.name))) ?? undefined;
+    const storedPeersJson = (await storedPeersRead) ?? undefined;
 
     const oldCandidate = candidateJson(prev);
     const newCandidate = candidateJson(record);

@@ -3,14 +3,15 @@
  * intent of every Service IP (which nodes may carry it: all eligible ones, or with
  * externalTrafficPolicy Local only those with a ready endpoint).
  */
-import { addressesConsulted, checkPoolOverlap, allocate } from '../../src/core/ipam.js';
+import { addressesConsulted, checkPoolOverlap, allocate, lowestFreeAt, type LowestFree } from '../../src/core/ipam.js';
+import { parseIp } from '../../src/core/ip.js';
 import { identify, parseEip, parseEndpointSlice, parseService } from '../../src/core/objects.js';
 import { serviceIpIntent } from '../../src/core/intents.js';
 import type { Allocation, EipRecord, EndpointSliceRecord, Outcome, ServiceRecord } from '../../src/core/types.js';
 import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
 import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
-import { storedVersion, type Reader, type TxWriter } from '../../src/store/store.js';
+import { ALLOCATION_INDEX_COMPLETE, storedVersion, type Reader, type TxWriter } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-service', kinds: ['Service', 'EndpointSlice', 'Eip'], handle };
 
@@ -36,6 +37,10 @@ class AllocationPlan {
   readonly touchedIps = new Set<string>();
   /** Records as they will be after this transaction, for the Services it changes. */
   readonly overrides = new Map<string, ServiceRecord | undefined>();
+  /** The lowest free address per pool from the allocation index, when it answers for this plan. */
+  lowest: LowestFree | undefined;
+  /** Every allocation was read and the index is not complete: write it whole with this plan. */
+  rebuildIndex = false;
 
   constructor(allocations: Map<string, Allocation>, serviceIps: Record<string, string>) {
     this.allocations = allocations;
@@ -46,7 +51,11 @@ class AllocationPlan {
 
   static async load(r: Reader): Promise<AllocationPlan> {
     const k = r.keys;
-    return new AllocationPlan(await r.hashJson<Allocation>(k.allocations()), await r.redis.hgetall(k.serviceIps()));
+    const [allocations, serviceIps, complete] = await Promise.all([r.hashJson<Allocation>(k.allocations()), r.redis.hgetall(k.serviceIps()), r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE)]);
+    const plan = new AllocationPlan(allocations, serviceIps);
+    // Everything is in hand: the cheapest moment to make the index whole (a store from before it existed).
+    plan.rebuildIndex = complete === null;
+    return plan;
   }
 
   /**
@@ -56,8 +65,15 @@ class AllocationPlan {
    */
   static async loadForService(r: Reader, key: string, record: ServiceRecord | undefined, pools: readonly EipRecord[], read: ServiceAllocationRead): Promise<AllocationPlan> {
     const { current, allocations } = read;
-    const consulted = record ? addressesConsulted(record, pools, current === undefined ? undefined : allocations.get(current)) : [];
-    if (consulted === 'all') return AllocationPlan.load(r);
+    const currentAllocation = current === undefined ? undefined : allocations.get(current);
+    const consulted = record ? addressesConsulted(record, pools, currentAllocation) : [];
+    if (!Array.isArray(consulted)) {
+      const lowest = (await read.indexComplete) ? await lowestFromIndex(r, consulted.lowestFreeIn, key, currentAllocation) : undefined;
+      if (lowest === undefined) return AllocationPlan.load(r);
+      const plan = new AllocationPlan(allocations, current === undefined ? {} : { [key]: current });
+      plan.lowest = lowest;
+      return plan;
+    }
     const missing = consulted.filter((ip) => !read.fetched.has(ip));
     if (missing.length > 0) {
       const values = await r.redis.hmget(r.keys.allocations(), ...missing);
@@ -94,7 +110,7 @@ class AllocationPlan {
       this.pendingChanges.set(key, undefined);
       return current ? `released ${current}` : 'not managed by racklb';
     }
-    const result = allocate(record, pools, [...this.allocations.values()], currentAllocation);
+    const result = allocate(record, pools, [...this.allocations.values()], currentAllocation, this.lowest);
     if (!result.ok) {
       this.setServiceIp(key, undefined);
       this.pendingChanges.set(key, result.reason);
@@ -131,10 +147,41 @@ interface ServiceAllocationRead {
   current: string | undefined;
   fetched: Set<string>;
   allocations: Map<string, Allocation>;
+  /** Whether the allocation index is complete; asked only when the Service may need the lowest free address. */
+  indexComplete: Promise<boolean>;
+}
+
+/** The address as a number when it is IPv4 (the allocation index holds only those). */
+function ipv4Number(ip: string): number | undefined {
+  const p = parseIp(ip);
+  return p?.family === 'ipv4' ? Number(p.value) : undefined;
+}
+
+/**
+ * The lowest free address of each pool from the allocation index, as `allocate` would find it by
+ * scanning every allocation; undefined when the index cannot answer (an IPv6 pool). The Service's
+ * own current address counts as free when it holds it alone: `assign` releases it before allocating.
+ */
+async function lowestFromIndex(r: Reader, pools: readonly EipRecord[], key: string, current: Allocation | undefined): Promise<LowestFree | undefined> {
+  const bounds = pools.map((p) => ({ pool: p, first: ipv4Number(p.firstIp), last: ipv4Number(p.lastIp) }));
+  if (bounds.some((b) => b.first === undefined || b.last === undefined)) return undefined;
+  const offsets = await Promise.all(bounds.map((b) => r.lowestFreeOffset(b.first as number, b.last as number)));
+  const released = current !== undefined && current.services.every((s) => s === key) ? ipv4Number(current.ip) : undefined;
+  const answers = new Map<string, ReturnType<LowestFree>>();
+  bounds.forEach((b, i) => {
+    let offset = offsets[i];
+    const first = b.first as number;
+    if (released !== undefined && released >= first && released <= (b.last as number) && (offset === undefined || released - first < offset)) offset = released - first;
+    answers.set(b.pool.name, lowestFreeAt(b.pool, offset === undefined ? undefined : BigInt(offset)));
+  });
+  return (pool) => answers.get(pool.name) ?? { ip: undefined, scanned: 0 };
 }
 
 async function readServiceAllocation(r: Reader, key: string, record: ServiceRecord | undefined): Promise<ServiceAllocationRead> {
   const k = r.keys;
+  const mayNeedLowest = record?.managed === true && record.requestedIp === undefined;
+  const indexComplete = mayNeedLowest ? r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE).then((v) => v !== null) : Promise.resolve(false);
+  indexComplete.catch(() => undefined);
   const current = (await r.redis.hget(k.serviceIps(), key)) ?? undefined;
   // The addresses `allocate` looks at are almost always the current or the requested one: fetched
   // now, without waiting to know which (see addressesConsulted).
@@ -146,7 +193,7 @@ async function readServiceAllocation(r: Reader, key: string, record: ServiceReco
     const a = parseAllocation(values[i] ?? null);
     if (a) allocations.set(ip, a);
   });
-  return { current, fetched, allocations };
+  return { current, fetched, allocations, indexComplete };
 }
 
 /** One stored allocation; a malformed one counts as absent, as `Reader.hashJson` skips it. */
@@ -201,6 +248,21 @@ function writeAllocationPlan(w: TxWriter, plan: AllocationPlan): void {
   for (const { ip, json } of plan.changedAllocations()) {
     if (json) w.multi.hset(k.allocations(), ip, json);
     else w.multi.hdel(k.allocations(), ip);
+    // The index follows every allocation write, complete or not, so that it is never ahead of the hash.
+    const n = plan.rebuildIndex ? undefined : ipv4Number(ip);
+    if (n !== undefined) {
+      if (json) w.multi.zadd(k.allocationIndex(), n, ip);
+      else w.multi.zrem(k.allocationIndex(), ip);
+    }
+  }
+  if (plan.rebuildIndex) {
+    const members: (string | number)[] = [-1, ALLOCATION_INDEX_COMPLETE];
+    for (const ip of plan.allocations.keys()) {
+      const n = ipv4Number(ip);
+      if (n !== undefined) members.push(n, ip);
+    }
+    w.multi.del(k.allocationIndex());
+    w.multi.zadd(k.allocationIndex(), ...members);
   }
   for (const [service, ip] of plan.serviceIpChanges) {
     if (!plan.serviceIpChanged(service, ip)) continue;
@@ -225,7 +287,7 @@ async function handleService(event: KubeEvent, { store }: FunctionDeps, id: Iden
   const deleting = event.action === 'delete';
   const record = deleting ? undefined : recordOf(event, 'Service', parseService);
   const k = store.keys;
-  return store.transact<Outcome>([k.object('Service', id.key), k.allocations(), k.serviceIps(), k.epoch('Eip'), k.serviceEndpoints(id.key)], async (r) => {
+  return store.transact<Outcome>([k.object('Service', id.key), k.allocations(), k.allocationIndex(), k.serviceIps(), k.epoch('Eip'), k.serviceEndpoints(id.key)], async (r) => {
     // Independent reads go out together: two round trips instead of five (a Service add waits its
     // turn behind other adds, so its round trips set the rate of adds).
     const [stored, pools, allocation] = await Promise.all([r.object('Service', id.key), r.allRecords('Eip'), readServiceAllocation(r, id.key, record)]);
@@ -279,7 +341,7 @@ async function handleEip(event: KubeEvent, { store }: FunctionDeps, id: Identity
   const deleting = event.action === 'delete';
   const record = deleting ? undefined : recordOf(event, 'Eip', parseEip);
   const k = store.keys;
-  return store.transact<Outcome>([k.object('Eip', id.key), k.epoch('Eip'), k.allocations(), k.serviceIps(), k.pending()], async (r) => {
+  return store.transact<Outcome>([k.object('Eip', id.key), k.epoch('Eip'), k.allocations(), k.allocationIndex(), k.serviceIps(), k.pending()], async (r) => {
     const stored = await r.object('Eip', id.key);
     const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };

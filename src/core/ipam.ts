@@ -120,6 +120,12 @@ export function allocate(
   pools: readonly EipRecord[],
   allocations: readonly Allocation[],
   current: Allocation | undefined,
+  /**
+   * The lowest address of a pool free of other Services, when the caller knows it without handing
+   * over every allocation (an index in the store): it must answer what the scan over `allocations`
+   * would. Only called for the pools `addressesConsulted` lists under `lowestFreeIn`.
+   */
+  lowest?: LowestFree,
 ): AllocationResult {
   if (!service.managed) {
     return fail(
@@ -143,7 +149,7 @@ export function allocate(
   }
   let inUse = 0;
   for (const pool of choice.pools) {
-    const found = lowestFree(pool, heldByOthers);
+    const found = lowest ? lowest(pool) : lowestFree(pool, heldByOthers);
     if (found.ip !== undefined) return { ok: true, ip: found.ip, pool: pool.name, shared: false };
     inUse += found.scanned;
   }
@@ -151,19 +157,36 @@ export function allocate(
   return fail(`no free address in pools ${choice.pools.map((p) => `"${p.name}"`).join(', ')} (${inUse} in use)`);
 }
 
+/** The lowest free address of a pool and how many addresses the search passed (see lowestFree). */
+export type LowestFree = (pool: EipRecord) => { ip: string | undefined; scanned: number };
+
 /**
- * The addresses whose allocations `allocate` looks at for this Service, or 'all' when it searches
- * for the lowest free address: with the allocations at these addresses alone, `allocate` answers
- * exactly as with every allocation. A handler then reads one or two hash fields instead of the
- * whole allocation table (test/unit/core/ipam-consulted.test.ts holds the two to the same answer).
+ * The addresses whose allocations `allocate` looks at for this Service, or, when it searches for
+ * the lowest free address, the pools it searches in order: with the allocations at these addresses
+ * alone (and, for a search, a `lowest` that answers for those pools), `allocate` answers exactly as
+ * with every allocation. A handler then reads one or two hash fields instead of the whole
+ * allocation table (test/unit/core/ipam-consulted.test.ts holds the two to the same answer).
  */
-export function addressesConsulted(service: ServiceRecord, pools: readonly EipRecord[], current: Allocation | undefined): string[] | 'all' {
+export function addressesConsulted(service: ServiceRecord, pools: readonly EipRecord[], current: Allocation | undefined): string[] | { lowestFreeIn: EipRecord[] } {
   if (!service.managed) return [];
   if (current !== undefined && stillFits(service, current, pools)) return [current.ip];
   const choice = choosePools(service, pools);
   if (!choice.ok) return [];
   if (service.requestedIp !== undefined && choice.pools[0] !== undefined) return [service.requestedIp];
-  return 'all';
+  return { lowestFreeIn: choice.pools };
+}
+
+/**
+ * `lowestFree` for a pool whose held addresses below the answer are known as numbers: `firstFree`
+ * is the offset from the pool's first address of the lowest address not held (undefined when every
+ * address is held). What a full pool reports as scanned is its size, as the scan does.
+ */
+export function lowestFreeAt(pool: EipRecord, firstFree: bigint | undefined): { ip: string | undefined; scanned: number } {
+  const b = boundsOf(pool);
+  if (b === undefined) return { ip: undefined, scanned: 0 };
+  const size = b.last - b.first + 1n;
+  if (firstFree === undefined || firstFree >= size) return { ip: undefined, scanned: Number(size) };
+  return { ip: formatIp(b.family, b.first + firstFree), scanned: Number(firstFree) };
 }
 
 function fail(reason: string): { ok: false; reason: string } {

@@ -18,7 +18,7 @@ import { markComplete } from '../state/complete.js';
 import type { Kind } from '../core/types.js';
 import type { Store } from '../store/store.js';
 import { deletedObject, type Deliverer } from './deliver.js';
-import { listPath, storeKey, WATCHED, type KubeObject, type WatchedKind } from './kinds.js';
+import { listPath, metaOf, storeKey, WATCHED, type KubeObject, type WatchedKind } from './kinds.js';
 import { reasonOf, type KubeApi } from './kube.js';
 import type { ResultSink } from './resync.js';
 import { expectLive, findVanished, invalidReason, waitForConvergence, type Expectation } from './sync.js';
@@ -41,6 +41,19 @@ export interface BridgeOptions {
 
 type KubeInformer = Informer<KubernetesObject> & ObjectCache<KubernetesObject>;
 
+/**
+ * Kinds whose status racklb writes (status-writer.ts) and never reads. An update of one of them
+ * that changes nothing but status is the status writer's own write coming back: forwarding it
+ * would make on-service re-evaluate a whole Eip pool after every Service it allocates.
+ */
+const STATUS_ONLY_KINDS: ReadonlySet<Kind> = new Set<Kind>(['Eip', 'BgpPeer', 'BgpConf']);
+
+/** Everything of such an object that the functions read. */
+function contentOf(o: KubeObject): string {
+  const m = (o.metadata ?? {}) as Record<string, unknown>;
+  return JSON.stringify([o.apiVersion, m.uid, m.labels ?? {}, m.annotations ?? {}, m.deletionTimestamp ?? null, o.spec ?? null]);
+}
+
 export class Bridge {
   private readonly informers = new Map<Kind, KubeInformer>();
   private readonly listVersions = new Map<Kind, string>();
@@ -49,6 +62,9 @@ export class Bridge {
   private readonly timers = new Set<NodeJS.Timeout>();
   private stopped = false;
   private ready = false;
+  /** For STATUS_ONLY_KINDS: what was last forwarded of each object, and at which version. */
+  private readonly delivered = new Map<string, { content: string; resourceVersion: string }>();
+  private readonly skipped: Counter<'kind'>;
   private readonly lists: Counter<'kind'>;
   private readonly errors: Counter<'kind' | 'reason'>;
   private readonly kinds: readonly WatchedKind[];
@@ -56,6 +72,7 @@ export class Bridge {
   constructor(private readonly o: BridgeOptions) {
     this.kinds = o.kinds ?? WATCHED;
     this.lists = new Counter({ name: 'racklb_bridge_lists_total', help: 'Full lists per kind: one at start, one after every expired watch', labelNames: ['kind'], registers: [o.registry] });
+    this.skipped = new Counter({ name: 'racklb_bridge_status_only_updates_total', help: 'Eip, BgpPeer and BgpConf updates not forwarded: only their status changed (racklb writes it, the functions never read it)', labelNames: ['kind'], registers: [o.registry] });
     this.errors = new Counter({ name: 'racklb_bridge_watch_errors_total', help: 'List or watch failures, each followed by a restart with backoff', labelNames: ['kind', 'reason'], registers: [o.registry] });
     const isReady = (): boolean => this.ready;
     new Gauge({
@@ -77,7 +94,20 @@ export class Bridge {
     for (const w of this.kinds) {
       const informer = makeInformer<KubernetesObject>(this.o.api.kc, listPath(w), () => this.list(w)) as KubeInformer;
       const forward = (action: 'add' | 'update' | 'delete') => (obj: KubernetesObject) => {
-        this.o.deliverer.enqueue({ w, action, object: obj as unknown as KubeObject });
+        const object = obj as unknown as KubeObject;
+        if (STATUS_ONLY_KINDS.has(w.kind)) {
+          const id = `${w.kind}/${storeKey(w, object)}`;
+          if (action === 'delete') this.delivered.delete(id);
+          else {
+            const content = contentOf(object);
+            if (action === 'update' && this.delivered.get(id)?.content === content) {
+              this.skipped.inc({ kind: w.kind });
+              return;
+            }
+            this.delivered.set(id, { content, resourceVersion: metaOf(object).resourceVersion });
+          }
+        }
+        this.o.deliverer.enqueue({ w, action, object });
       };
       informer.on('add', forward('add'));
       informer.on('update', forward('update'));
@@ -141,7 +171,13 @@ export class Bridge {
       if (!informer) continue;
       const objects = informer.list() as unknown as KubeObject[];
       const listed = new Set(objects.map((o) => storeKey(w, o)));
-      for (const o of objects) if (invalidReason(o) === undefined) expectations.push(expectLive(w, o));
+      for (const o of objects) {
+        if (invalidReason(o) !== undefined) continue;
+        const e = expectLive(w, o);
+        // A status-only update was not forwarded: the store can only reach the version that was.
+        const forwarded = this.delivered.get(`${w.kind}/${e.key}`);
+        expectations.push(forwarded ? { ...e, resourceVersion: forwarded.resourceVersion } : e);
+      }
       const { vanished } = await findVanished(store, w, listed, this.listVersions.get(w.kind) ?? '');
       for (const v of vanished) {
         this.o.logger.info({ kind: w.kind, key: v.key }, 'stored object no longer in the cluster: sending its delete');
@@ -157,7 +193,10 @@ export class Bridge {
       store,
       expectations.filter((e) => !refused.has(`${e.w.kind}/${e.key}`)),
       this.o.convergenceTimeoutMs ?? 120_000,
+      100,
+      () => this.stopped,
     );
+    if (this.stopped) return { deleted, markedComplete: false };
     if (open.length > 0) {
       this.o.logger.warn({ notInStore: open.slice(0, 20).map((e) => `${e.w.kind}/${e.key}`), count: open.length }, 'first sync: the store does not reflect every object; not marking it complete (see racklb events, or run racklb resync)');
       return { deleted, markedComplete: false };

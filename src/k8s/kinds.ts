@@ -44,11 +44,6 @@ export function listPath(w: WatchedKind): string {
   return `${groupPath(w)}/${w.plural}`;
 }
 
-export function objectPath(w: WatchedKind, name: string, namespace?: string): string {
-  const ns = w.namespaced ? `/namespaces/${encodeURIComponent(namespace ?? '')}` : '';
-  return `${groupPath(w)}${ns}/${w.plural}/${encodeURIComponent(name)}`;
-}
-
 export type KubeObject = Record<string, unknown> & { metadata?: Record<string, unknown> };
 
 export function metaOf(o: KubeObject): { name: string; namespace: string | undefined; uid: string; resourceVersion: string } {

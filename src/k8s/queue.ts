@@ -43,13 +43,6 @@ export class KeyedQueue<T> {
     return this.pending.size + this.inflight.size + this.next.size;
   }
 
-  /** Keys waiting for a retry after a failure. */
-  failing(): number {
-    let n = 0;
-    for (const s of this.pending.values()) if (s.attempts > 0) n++;
-    return n;
-  }
-
   push(key: string, item: T): void {
     if (this.stopped) return;
     if (this.inflight.has(key)) {

@@ -13,7 +13,7 @@ import { compareResourceVersions } from '../core/versions.js';
 import { deletedObject, describeTarget, type Deliverer, type Delivery, type SendResult, type Target } from './deliver.js';
 import { storeKey, WATCHED, type KubeObject, type WatchedKind } from './kinds.js';
 import type { KubeApi } from './kube.js';
-import { expectLive, findVanished, invalidReason, storedIdentities, waitForConvergence, type Expectation } from './sync.js';
+import { expectLive, findVanished, parseForStore, sameContent, storedIdentities, waitForConvergence, type Expectation } from './sync.js';
 
 export interface KindReport {
   listed: number;
@@ -100,14 +100,16 @@ export async function resync(o: ResyncOptions, sink: ResultSink): Promise<Resync
     const byKey = new Map(items.map((i) => [storeKey(w, i), i]));
     const stored = await storedIdentities(o.store, w, [...byKey.keys()]);
     for (const [key, obj] of [...byKey].sort(([a], [b]) => (a < b ? -1 : 1))) {
-      const reason = invalidReason(obj);
-      if (reason !== undefined) {
-        kr.invalid.push({ key, reason });
+      const parsed = parseForStore(obj);
+      if ('invalid' in parsed) {
+        kr.invalid.push({ key, reason: parsed.invalid });
         continue;
       }
       const exp = expectLive(w, obj);
       const s = stored.get(key);
-      const current = s !== undefined && !s.deleted && s.uid === exp.uid && compareResourceVersions(s.resourceVersion, exp.resourceVersion) === 0;
+      // The same version, or the same content at an older one (only its status moved on).
+      const current =
+        s !== undefined && !s.deleted && s.uid === exp.uid && (compareResourceVersions(s.resourceVersion, exp.resourceVersion) === 0 || (s.record !== undefined && sameContent(s.record, parsed.record)));
       if (current && !o.all) {
         kr.unchanged++;
         continue;

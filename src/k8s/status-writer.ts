@@ -156,14 +156,18 @@ export class StatusWriter {
         const now = Date.now();
         const full = now - this.lastFull >= (this.o.fullEveryMs ?? 600_000);
         const sessions = now - this.lastSessions >= (this.o.sessionsEveryMs ?? 5000);
-        const epochs = (await this.o.store.redis.mget(k.meta(), ...(['Service', 'Eip', 'BgpPeer', 'BgpConf', 'Node'] as Kind[]).map((kind) => k.epoch(kind)))).join('|');
+        const epochs = (await this.o.store.redis.mget((['Service', 'Eip', 'BgpPeer', 'BgpConf', 'Node'] as Kind[]).map((kind) => k.epoch(kind)))).join('|');
         const complete = await this.o.store.redis.hget(k.meta(), 'complete');
         const changed = entries.length > 0 || `${epochs}|${complete}` !== this.lastEpochs;
         this.lastEpochs = `${epochs}|${complete}`;
-        if (changed || full || sessions) {
+        if (changed || full) {
           await this.pass(full);
           this.lastSessions = now;
           if (full) this.lastFull = now;
+        } else if (sessions) {
+          // Only the speakers' session reports may have moved: BgpPeer status alone.
+          await this.passPeers();
+          this.lastSessions = now;
         }
       } catch (err) {
         if (this.stopped) break;
@@ -216,6 +220,11 @@ export class StatusWriter {
     // Only the BgpConf named "default" drives the speakers (as in PorterLB); it alone gets a status.
     const conf = view.bgpConfs.find((c) => c.name === EFFECTIVE_BGPCONF);
     if (conf) this.offer(`BgpConf/${conf.name}`, { kind: 'BgpConf', name: conf.name, status: bgpConfStatus(conf, view) });
+  }
+
+  private async passPeers(): Promise<void> {
+    const view = await readStoreView(this.o.store, { peersOnly: true });
+    for (const peer of view.bgpPeers) this.offer(`BgpPeer/${peer.name}`, { kind: 'BgpPeer', name: peer.name, status: bgpPeerStatus(peer, view) });
   }
 
   private offer(key: string, job: Job): void {
@@ -324,8 +333,8 @@ export class StatusWriter {
   }
 }
 
-/** Everything the status computations need, read from the store in one go. */
-export async function readStoreView(store: Store): Promise<StoreView> {
+/** Everything the status computations need, read from the store in one go (`peersOnly`: what BgpPeer status needs). */
+export async function readStoreView(store: Store, opts: { peersOnly?: boolean } = {}): Promise<StoreView> {
   const r = store.reader;
   const k = store.keys;
   const complete = (await r.redis.hget(k.meta(), 'complete')) === '1';
@@ -342,6 +351,9 @@ export async function readStoreView(store: Store): Promise<StoreView> {
       peers = [];
     }
     speakers.push({ node, peers, sessions: await r.hashJson<SessionView>(k.sessions(node.name)) });
+  }
+  if (opts.peersOnly) {
+    return { complete, services: [], serviceIps: {}, allocations: new Map(), eips: [], bgpPeers: await r.allRecords('BgpPeer'), bgpConfs: [], speakers };
   }
   return {
     complete,

@@ -5,6 +5,7 @@
  * marked complete, which lets the speakers withdraw routes again; docs/operations.md).
  */
 import { parseObject } from '../core/objects.js';
+import type { KubeRecord } from '../core/types.js';
 import { compareResourceVersions } from '../core/versions.js';
 import type { Store, StoredObject } from '../store/store.js';
 import { metaOf, storeKey, type KubeObject, type WatchedKind } from './kinds.js';
@@ -13,6 +14,8 @@ export interface StoredIdentity {
   uid: string;
   resourceVersion: string;
   deleted: boolean;
+  /** The stored record, for live objects. */
+  record?: KubeRecord;
 }
 
 /** Stored identities of the given keys (absent or unreadable keys are left out). */
@@ -27,7 +30,7 @@ export async function storedIdentities(store: Store, w: WatchedKind, keys: reado
         const s = JSON.parse(value) as StoredObject;
         const key = batch[j] as string;
         if (s.deleted) out.set(key, { uid: s.uid, resourceVersion: s.resourceVersion, deleted: true });
-        else out.set(key, { uid: s.record.uid, resourceVersion: s.record.resourceVersion, deleted: false });
+        else out.set(key, { uid: s.record.uid, resourceVersion: s.record.resourceVersion, deleted: false, record: s.record });
       } catch {
         // A corrupt record is left to `racklb state` to report; it never drives a delete.
       }
@@ -63,14 +66,27 @@ export async function findVanished(store: Store, w: WatchedKind, listed: Readonl
   return { vanished, newer };
 }
 
-/** The reason racklb's functions would refuse an object, or undefined if they would take it. */
-export function invalidReason(o: KubeObject): string | undefined {
+/** What racklb's functions would store for an object, or the reason they would refuse it. */
+export function parseForStore(o: KubeObject): { record: KubeRecord } | { invalid: string } {
   try {
-    parseObject(o);
-    return undefined;
+    return { record: parseObject(o) };
   } catch (err) {
-    return err instanceof Error ? err.message : String(err);
+    return { invalid: err instanceof Error ? err.message : String(err) };
   }
+}
+
+export function invalidReason(o: KubeObject): string | undefined {
+  const parsed = parseForStore(o);
+  return 'invalid' in parsed ? parsed.invalid : undefined;
+}
+
+/**
+ * The store holds what the functions would store for this object, at any resourceVersion: the
+ * API moved on only by changes racklb does not read (status, other annotations), so there is
+ * nothing to correct. Records come from the same parser, so their JSON compares field by field.
+ */
+export function sameContent(a: KubeRecord, b: KubeRecord): boolean {
+  return a.uid === b.uid && JSON.stringify({ ...a, resourceVersion: '' }) === JSON.stringify({ ...b, resourceVersion: '' });
 }
 
 export interface Expectation {
@@ -97,10 +113,11 @@ function converged(e: Expectation, s: StoredIdentity | undefined): boolean {
 }
 
 /** Polls the store until every expectation holds or the deadline passes; returns what is still off. */
-export async function waitForConvergence(store: Store, expectations: readonly Expectation[], timeoutMs: number, pollMs = 100): Promise<Expectation[]> {
+export async function waitForConvergence(store: Store, expectations: readonly Expectation[], timeoutMs: number, pollMs = 100, cancelled: () => boolean = () => false): Promise<Expectation[]> {
   const deadline = Date.now() + timeoutMs;
   let open = [...expectations];
   for (;;) {
+    if (cancelled()) return open;
     const byKind = new Map<WatchedKind, Expectation[]>();
     for (const e of open) byKind.set(e.w, [...(byKind.get(e.w) ?? []), e]);
     const still: Expectation[] = [];

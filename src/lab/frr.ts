@@ -23,7 +23,7 @@
  * the router's own run directory, /run/racklb-lab/<router>/.
  */
 import { existsSync } from 'node:fs';
-import { chown, readFile, rm } from 'node:fs/promises';
+import { chmod, chown, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RacklbError } from '../errors.js';
 import { labDir, netnsName } from './paths.js';
@@ -161,7 +161,8 @@ export async function checkFrrConfig(which: 'zebra' | 'bgpd', configFile: string
     throw new RacklbError('RACKLB_LAB', `FRR ${which} rejects the configuration of ${name} (${configFile}):\n${(err as Error).message}`, { cause: err });
   }
   // A dry run exits 0 even when a line is refused; the refusal is only in its output.
-  const refused = output.split('\n').filter((l) => /No such command|Unknown command|Command incomplete|Ambiguous command|Configuration file\[.*\] processing failure/.test(l));
+  // It also exits 0 when it cannot read the file at all (the daemon reads it as the frr user).
+  const refused = output.split('\n').filter((l) => /No such command|Unknown command|Command incomplete|Ambiguous command|Configuration file\[.*\] processing failure|can't open configuration file/.test(l));
   if (refused.length > 0) throw new RacklbError('RACKLB_LAB', `FRR ${which} rejects the configuration of ${name} (${configFile}):\n${refused.join('\n')}`);
 }
 
@@ -174,12 +175,15 @@ export async function startFrrRouter(name: string, bgpdConfig: string): Promise<
   const f = frrFiles(name);
   await writeFileMkdir(f.zebraConfig, zebraConfig(name));
   await writeFileMkdir(f.bgpdConfig, bgpdConfig);
+  // The daemons run as the frr user: it owns the directory (pid locks, sockets) and the configs,
+  // which only it may read (bgpd.conf may hold a TCP-MD5 password).
+  const [uid, gid] = await Promise.all([runCommand('id', ['-u', 'frr']), runCommand('id', ['-g', 'frr'])]);
+  for (const path of [f.dir, f.zebraConfig, f.bgpdConfig]) await chown(path, Number(uid.stdout.trim()), Number(gid.stdout.trim()));
+  for (const path of [f.zebraConfig, f.bgpdConfig]) await chmod(path, 0o600);
   await checkFrrConfig('zebra', f.zebraConfig, name);
   await checkFrrConfig('bgpd', f.bgpdConfig, name);
   await stopFrrRouter(name);
   for (const file of [f.zebraLog, f.bgpdLog]) await writeFileMkdir(file, '');
-  const [uid, gid] = await Promise.all([runCommand('id', ['-u', 'frr']), runCommand('id', ['-g', 'frr'])]);
-  await chown(f.dir, Number(uid.stdout.trim()), Number(gid.stdout.trim()));
   const zebra = spawnInNetns(netnsName(name), join(FRR_DIR, 'zebra'), daemonArgs(name, 'zebra'), { logFile: f.zebraLog, pidFile: f.zebraPid });
   try {
     await waitFor(`zebra of ${name} to open ${f.zserv}`, async () => {

@@ -86,6 +86,15 @@ export class Keys {
     return `${this.base}:alloc`;
   }
 
+  /**
+   * ZSET: every allocated IPv4 address (member: the address, score: it as a number), plus the member
+   * `~complete` (score -1) once it holds all of them: the lowest free address of a pool is then found
+   * without reading every allocation.
+   */
+  allocationIndex(): string {
+    return `${this.base}:alloc:v4`;
+  }
+
   /** HASH service key -> ip. */
   serviceIps(): string {
     return `${this.base}:svcip`;

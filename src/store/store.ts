@@ -48,6 +48,25 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'rev', rev, 'scope', AR
 return rev
 `;
 
+/** The member that marks the allocation index complete (see Keys.allocationIndex). */
+export const ALLOCATION_INDEX_COMPLETE = '~complete';
+
+// The lowest address of [first, last] not in the index, as an offset from first (-1: none free).
+// Addresses up to first+g are all held iff ZCOUNT(first, first+g) = g+1; the first gap lies at an
+// offset no larger than the number held, so a binary search finds it in O(log^2 n), server-side.
+const LOWEST_FREE_LUA = `
+local first = tonumber(ARGV[1])
+local last = tonumber(ARGV[2])
+local held = redis.call('ZCOUNT', KEYS[1], first, last)
+if held >= last - first + 1 then return -1 end
+local lo, hi = 0, held
+while lo < hi do
+  local mid = math.floor((lo + hi) / 2)
+  if redis.call('ZCOUNT', KEYS[1], first, first + mid) < mid + 1 then hi = mid else lo = mid + 1 end
+end
+return lo
+`;
+
 type NotifyCommander = ChainableCommander & {
   racklbNotify(meta: string, stream: string, maxlen: number, scope: string, topic: string, subject: string, generation: string): ChainableCommander;
 };
@@ -131,6 +150,15 @@ export class Reader {
   }
 
   /** A hash of JSON values; a malformed entry is skipped (and reported to `onMalformed`), never fatal. */
+  /**
+   * The lowest IPv4 address in [first, last] (as numbers) missing from the allocation index, as an
+   * offset from first; undefined when every one is there. Meaningful once the index is complete.
+   */
+  async lowestFreeOffset(first: number, last: number): Promise<number | undefined> {
+    const offset = await (this.redis as Redis & { racklbLowestFree(key: string, first: number, last: number): Promise<number> }).racklbLowestFree(this.keys.allocationIndex(), first, last);
+    return offset < 0 ? undefined : offset;
+  }
+
   async hashJson<T>(key: string, onMalformed?: (field: string, key: string) => void): Promise<Map<string, T>> {
     const raw = await this.redis.hgetall(key);
     const out = new Map<string, T>();
@@ -376,4 +404,5 @@ export class Store {
 
 function defineScripts(redis: Redis): void {
   if (!('racklbNotify' in redis)) redis.defineCommand('racklbNotify', { numberOfKeys: 2, lua: NOTIFY_LUA });
+  if (!('racklbLowestFree' in redis)) redis.defineCommand('racklbLowestFree', { numberOfKeys: 1, lua: LOWEST_FREE_LUA });
 }

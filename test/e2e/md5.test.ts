@@ -1,7 +1,7 @@
 /**
  * BGP sessions with a TCP-MD5 password, end to end in the lab (issue 8, security): each leaf
- * requires a password of its rack's speakers (topology `password`), each BgpPeer carries one
- * (`authPassword`). The right password establishes and routes flow; a wrong one never establishes,
+ * requires a password of its rack's speakers (topology `password`; leaf1 runs BIRD, leaf2 FRR),
+ * each BgpPeer carries one (`authPassword`). The right password establishes and routes flow; a wrong one never establishes,
  * however long we watch, and nothing reaches that leaf; correcting the BgpPeer brings it up. The
  * passwords never show in a log file, the journal, `racklb state`, `racklb events` or a command line.
  */
@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LabApiServer } from '../../src/lab/apiserver.js';
 import { birdShow } from '../../src/lab/bird.js';
+import { frrShow } from '../../src/lab/frr.js';
 import { failOnRejections, labDown, labUp, processPid, readLabState, syncSpeakers, LAB_REDIS_URL } from '../../src/lab/lab.js';
 import { LAB_RUN_DIR } from '../../src/lab/paths.js';
 import { parseTopology } from '../../src/lab/topology.js';
@@ -27,7 +28,7 @@ const topology = parseTopology(`
 spine: { name: spine, asn: 65000 }
 racks:
   - { name: leaf1, asn: 65001, subnet: 192.0.2.0/26, router: 192.0.2.1, password: "${P1}", nodes: [ { name: m1, ip: 192.0.2.10 } ] }
-  - { name: leaf2, asn: 65002, subnet: 192.0.2.64/26, router: 192.0.2.65, password: "${P2}", nodes: [ { name: m2, ip: 192.0.2.74 } ] }
+  - { name: leaf2, asn: 65002, daemon: frr, subnet: 192.0.2.64/26, router: 192.0.2.65, password: "${P2}", nodes: [ { name: m2, ip: 192.0.2.74 } ] }
 `);
 
 let api: LabApiServer;
@@ -47,8 +48,12 @@ async function apply(...objects: Record<string, unknown>[]): Promise<void> {
   await syncSpeakers(readLabState());
 }
 
-/** BIRD's view of the sessions with the rack's speakers: Established or not. */
+/** The leaf's own view of the sessions with the rack's speakers (leaf1 runs BIRD, leaf2 FRR). */
 async function leafEstablished(leaf: string): Promise<boolean> {
+  if (leaf === 'leaf2') {
+    const summary = JSON.parse(await frrShow(leaf, 'show bgp summary json')) as { ipv4Unicast?: { peers?: Record<string, { state?: string }> } };
+    return Object.entries(summary.ipv4Unicast?.peers ?? {}).some(([addr, p]) => addr.startsWith('192.0.2.') && p.state === 'Established');
+  }
   const out = await birdShow(leaf, ['show', 'protocols']);
   return out.split('\n').some((l) => /^(node_|speaker)/.test(l) && /Established/.test(l));
 }
@@ -142,7 +147,8 @@ describe.skipIf(!isRoot())('BGP with TCP-MD5 passwords in the lab', () => {
     expect(Object.keys(places).filter((k) => k.endsWith('.log')).length).toBeGreaterThanOrEqual(9);
     const leaks = Object.entries(places).flatMap(([where, text]) => [P1, P2, WRONG].filter((p) => text.includes(p)).map((p) => `${where}: ${p}`));
     expect(leaks).toEqual([]);
-    // The needle works: the password is where it must be, in the leaf's BIRD config.
+    // The needle works: the passwords are where they must be, in the leaves' configs.
     expect(readFileSync(join(LAB_RUN_DIR, 'leaf1', 'bird.conf'), 'utf8')).toContain(P1);
+    expect(readFileSync(join(LAB_RUN_DIR, 'leaf2', 'bgpd.conf'), 'utf8')).toContain(P2);
   }, 60_000);
 });

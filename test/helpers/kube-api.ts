@@ -98,6 +98,8 @@ export interface FakeKubeApi {
   remove(kind: string, name: string, namespace?: string, opts?: { silent?: boolean }): void;
   get(kind: string, name: string, namespace?: string): Json | undefined;
   list(kind: string): Json[];
+  /** Another controller writes an object's status (through the status subresource). */
+  setStatus(kind: string, name: string, namespace: string | undefined, status: Json): Json;
   expireWatches(): void;
   fail(fault: Fault): void;
   clearFaults(): void;
@@ -197,6 +199,12 @@ export async function startKubeApi(): Promise<FakeKubeApi> {
     list(kind) {
       const r = resourceOfKind(kind);
       return [...objects.values()].filter((o) => o.r === r).map((o) => structuredClone(o.object));
+    },
+    setStatus(kind, name, namespace, statusValue) {
+      const r = resourceOfKind(kind);
+      const found = objects.get(idOf(r, name, namespace));
+      if (!found) throw new Error(`fake API: ${kind} ${name} does not exist`);
+      return structuredClone(store(r, { ...structuredClone(found.object), status: structuredClone(statusValue) }, 'MODIFIED', false));
     },
     expireWatches() {
       // Like an etcd compaction at the current revision: a watch that resumes from any earlier

@@ -1,6 +1,6 @@
 /**
  * Hostile input against the three functions over real HTTP and a real redis-server (issue 8, bad
- * input). Three families of requests, each with its own expectation:
+ * input). Four families of requests, each with its own expectation:
  *
  *  - envelopes that are not acceptable CloudEvents (no or broken ce-* headers, bodies that are not
  *    objects, duplicate keys, deep nesting, oversized bodies): always 400 or 413 with a reason;
@@ -8,7 +8,9 @@
  *    CIDRs, odd selector operators, unicode names, prototype-polluting keys): always 400 naming
  *    that field;
  *  - valid objects with a random member replaced by random JSON: 200 (applied or stale, the input may
- *    well be valid) or 400 with a reason, never anything else.
+ *    well be valid) or 400 with a reason, never anything else;
+ *  - plain JSON webhooks (Kubernetes watch events) with odd types, mutated objects and broken JSON:
+ *    the same.
  *
  * For every answer: a 4xx leaves the stored state byte-for-byte unchanged (journal excepted, which
  * records the rejection), every request adds exactly one journal entry, and the functions keep
@@ -20,8 +22,9 @@ import fc from 'fast-check';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiServerEvent, toHttpMessage } from '../../src/events/codec.js';
-import { functionFor } from '../../src/functions.js';
-import { DEFAULT_BODY_LIMIT } from '../../src/serve/http.js';
+import { pino } from 'pino';
+import { FUNCTIONS, functionFor } from '../../src/functions.js';
+import { DEFAULT_BODY_LIMIT, serveFunction, type FunctionServer } from '../../src/serve/http.js';
 import type { Kind } from '../../src/core/types.js';
 import type { Store } from '../../src/store/store.js';
 import { readState } from '../../src/state/read.js';
@@ -139,9 +142,18 @@ function setPath(obj: Json, path: string, value: unknown): void {
   });
 }
 
+/** The same functions with plain JSON webhooks on (unsigned: the signature is webhooks.test.ts's concern). */
+const webhookServers: FunctionServer[] = [];
+const webhookUrls: Record<string, string> = {};
+
 beforeAll(async () => {
   redis = await startRedis();
   fns = await serveAll(redis.url);
+  for (const def of Object.values(FUNCTIONS)) {
+    const server = await serveFunction(def, { store: fns.store, logger: pino({ level: 'silent' }) }, { host: '127.0.0.1', port: 0, webhooks: { allowUnsigned: true } });
+    webhookServers.push(server);
+    webhookUrls[def.name] = server.url;
+  }
   const ex = porterLbExample();
   for (const o of [...ex.nodes, ex.conf, ...ex.peers, ex.eip, ex.service, ex.slice, eip({ name: 'pool-v6', address: '2001:db8::/120' })]) {
     expect((await send(fns, 'add', o)).status).toBe(200);
@@ -149,6 +161,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  for (const server of webhookServers) await server.close();
   await fns?.close();
   if (redis) await removeRedis(redis);
 });
@@ -389,6 +402,35 @@ describe('hostile input to the functions', () => {
       expect(health.status).toBe(400);
     }
   }, 180_000);
+});
+
+describe('hostile webhooks', () => {
+  it('answers plain JSON watch events, valid or not, with 200 or a 4xx with a reason, never writing on a 4xx', async () => {
+    const watchType = fc.oneof({ weight: 5, arbitrary: fc.constantFrom<unknown>('ADDED', 'MODIFIED', 'DELETED') }, { weight: 1, arbitrary: fc.constantFrom<unknown>('BOOKMARK', 'ERROR', 'added', '', null, 1, ['ADDED'], '__proto__') });
+    const body = fc.oneof(
+      { weight: 6, arbitrary: fc.record({ kind: fc.constantFrom('Node', 'Service', 'EndpointSlice', 'Eip', 'BgpPeer', 'BgpConf'), type: watchType, path: fc.constantFrom('', 'spec', 'metadata.labels', 'metadata.name', 'spec.conf.peerAs', 'status.addresses', 'kind', '__proto__'), value: fc.jsonValue({ maxDepth: 3 }) }).map(({ kind, type, path, value }) => {
+        const obj = baseObjects()[kind]!();
+        if (path !== '') setPath(obj, path, value);
+        return { kind, text: JSON.stringify({ type, object: obj }) };
+      }) },
+      { weight: 1, arbitrary: fc.oneof(fc.json(), fc.constantFrom('', '{', 'null', '[]', '{"type":"ADDED"}', '{"type":"ADDED","object":[]}', '{"type":"ADDED","type":"DELETED","object":{}}', `{"type":"ADDED","object":${'['.repeat(150)}${']'.repeat(150)}}`)).map((text) => ({ kind: 'Node', text })) },
+    );
+    let applied = 0;
+    await fc.assert(
+      fc.asyncProperty(body, async ({ kind, text }) => {
+        let url: string;
+        try {
+          url = webhookUrls[functionFor(kind as Kind).name]!;
+        } catch {
+          url = webhookUrls['on-node-label']!;
+        }
+        const a = await check(url, { 'content-type': 'application/json' }, text, { statuses: [200, 400] });
+        if (a.outcome === 'applied') applied++;
+      }),
+      { numRuns: 500, seed: 8005 },
+    );
+    expect(applied).toBeGreaterThan(20);
+  }, 120_000);
 });
 
 const ANNOTATION_IP = 'eip.porter.kubesphere.io/v1alpha1';

@@ -13,7 +13,7 @@ import { request } from 'undici';
 import { Bridge } from '../../src/k8s/bridge.js';
 import { Deliverer, type Target } from '../../src/k8s/deliver.js';
 import { KubeApi } from '../../src/k8s/kube.js';
-import { ResultSink } from '../../src/k8s/resync.js';
+import { resync, ResultSink } from '../../src/k8s/resync.js';
 import { consumeStream } from '../../src/serve/stream.js';
 import { FUNCTIONS } from '../../src/functions.js';
 import { readState } from '../../src/state/read.js';
@@ -87,6 +87,8 @@ async function startBridge(target: Target, opts: { store?: Store | null; registr
   const bridge = new Bridge({ api, deliverer, logger, registry, store: opts.store === null ? undefined : (opts.store ?? fns.store), sink, restartBackoffMs: 50, convergenceTimeoutMs: 10_000 });
   cleanups.push(() => bridge.stop());
   const first = bridge.start();
+  // A test that fails before awaiting it stops the bridge: its first sync then ends in an error.
+  first.catch(() => undefined);
   return { bridge, registry, first };
 }
 
@@ -165,6 +167,29 @@ describe('racklb bridge', () => {
     expect(await metric(registry, 'racklb_bridge_watch_errors_total', { kind: 'Service', reason: '500' })).toBeGreaterThanOrEqual(1);
   });
 
+  it('does not forward an Eip, BgpPeer or BgpConf update that changes only its status, and a resync finds nothing to correct', async () => {
+    seedExample();
+    const { first, registry } = await startBridge(functionsTarget());
+    await first;
+    const journal = async (): Promise<number> => fns.store.redis.xlen(fns.store.keys.journal());
+    const before = await journal();
+    kube.setStatus('Eip', 'porter-bgp-eip', undefined, { usage: 1, poolSize: 1 });
+    kube.setStatus('BgpPeer', 'bgppeer-leaf1', undefined, { nodesPeerStatus: {} });
+    // A spec change still goes through.
+    kube.apply(fresh(bgpConf({ as: 65100 })));
+    await eventually('the BgpConf change', async () => ((await readState(fns.store)).racks.leaf1?.bgp?.as === 65100 ? true : undefined));
+    expect(await metric(registry, 'racklb_bridge_status_only_updates_total', {})).toBe(2);
+    expect((await journal()) - before).toBe(1);
+    // The store's Eip is at an older resourceVersion than the API's, with the same content: no drift.
+    const api = new KubeApi({ kubeconfig: kube.kubeconfig });
+    const sink = new ResultSink();
+    const deliverer = new Deliverer({ target: functionsTarget(), source: api.server, logger, registry: new Registry(), onResult: sink.handle });
+    const report = await resync({ api, store: fns.store, deliverer, target: functionsTarget(), logger }, sink);
+    deliverer.stop();
+    expect(report.corrected).toBe(0);
+    expect(report.kinds.Eip?.unchanged).toBe(1);
+  });
+
   it('deletes at start what the store holds but the cluster no longer does, and only that', async () => {
     seedExample();
     // The store knows a Service and a Node that were deleted while racklb was down.
@@ -241,9 +266,9 @@ describe('racklb bridge', () => {
     ]);
   });
 
-  it('runs as `racklb bridge`: first sync, store marked complete, ready, metrics', async () => {
+  it('runs as `racklb bridge --write-status`: first sync, store marked complete, ready, metrics, status written back', async () => {
     seedExample();
-    const args = ['bridge', '--kubeconfig', kube.kubeconfig, '--redis', redis.url, '--metrics-port', '0', ...Object.entries(fns.urls).flatMap(([n, u]) => ['--function-url', `${n}=${u}`])];
+    const args = ['bridge', '--kubeconfig', kube.kubeconfig, '--redis', redis.url, '--metrics-port', '0', '--write-status', ...Object.entries(fns.urls).flatMap(([n, u]) => ['--function-url', `${n}=${u}`])];
     const proc = spawnCli(args);
     const kill = (): void => void proc.proc.kill('SIGKILL');
     process.once('exit', kill);
@@ -259,6 +284,7 @@ describe('racklb bridge', () => {
     const metrics = await (await request(`${ops}/metrics`)).body.text();
     expect(metrics).toMatch(/racklb_bridge_events_total\{kind="Node",action="add",outcome="applied"\} 3/);
     expect(metrics).toContain('racklb_bridge_synced 1');
+    await eventually('the Service status', async () => (((kube.get('Service', 'porter-bgp-svc', 'default')?.status as Json).loadBalancer as Json).ingress ? true : undefined));
     expect(await proc.stop()).toBe(0);
   });
 
@@ -280,6 +306,11 @@ describe('racklb bridge', () => {
     // Nothing consumes yet: the first sync cannot vouch for the store.
     await new Promise((r) => setTimeout(r, 300));
     expect((await readState(fns.store)).complete).toBe(false);
+    // The bridge created each function's consumer group, so KEDA sees the lag and starts a consumer.
+    const groups = (await fns.store.redis.xinfo('GROUPS', fns.store.keys.eventStream('on-service'))) as unknown[][];
+    const info = Object.fromEntries(((groups[0] ?? []) as unknown[]).reduce<[string, unknown][]>((acc, v, i, all) => (i % 2 === 0 ? [...acc, [String(v), all[i + 1]]] : acc), []));
+    expect(info.name).toBe('on-service');
+    expect(Number(info.lag)).toBe(3); // the Eip, the Service and the EndpointSlice, none consumed yet
     const stop = new AbortController();
     const consumers = Object.values(FUNCTIONS).map((def) => consumeStream(def, { store: fns.store, logger }, { consumer: 'test', signal: stop.signal, blockMs: 100 }));
     cleanups.push(async () => {

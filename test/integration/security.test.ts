@@ -5,7 +5,8 @@
  *
  *  - every component connects that way, and none connects with a wrong password or without TLS;
  *  - neither secret appears in any log file, the journal, `racklb state` (text and JSON),
- *    `racklb events`, or any command line;
+ *    `racklb events`, the inspection page (`racklb inspect`, every URL it serves; read-only), or
+ *    any command line;
  *  - a function listens on the address it is told, and limits its request rate with 429 and
  *    Retry-After while health and metrics keep answering.
  *
@@ -113,7 +114,7 @@ describe('Redis with an ACL user, a password from a file, and TLS', () => {
     }
   });
 
-  it('the speaker follows the store over rediss:// and configures gobgpd, MD5 password included', async () => {
+  it('the speaker follows the store over rediss:// and configures gobgpd', async () => {
     racklb('speaker', ['speaker', '--node', 'n1', '--redis', redis.url, '--gobgp', gobgpApi]);
     const client = new GobgpClient(gobgpApi);
     try {
@@ -161,7 +162,7 @@ describe('Redis with an ACL user, a password from a file, and TLS', () => {
     fn.kill('SIGTERM');
   }, 60_000);
 
-  it('keeps both secrets out of every log, the journal, racklb state and events, and every command line', async () => {
+  it('keeps both secrets out of every log, the journal, racklb state and events, the inspection page and every command line', async () => {
     // Let the speaker report its session status once more, then look everywhere.
     await new Promise((r) => setTimeout(r, 2500));
     const store = await openStore();
@@ -181,6 +182,23 @@ describe('Redis with an ACL user, a password from a file, and TLS', () => {
     places['racklb state --json'] = (await racklbOnce(['state', '--json', '--redis', redis.url], redis.env)).stdout;
     const events = await racklbOnce(['events', '--json', '--redis', redis.url], redis.env);
     places['racklb events'] = events.stdout + events.stderr;
+    // The inspection page, over the same rediss:// with the same credentials: every URL it serves.
+    const inspectPort = await freePort();
+    racklb('inspect', ['inspect', '--port', String(inspectPort), '--redis', redis.url]);
+    const page = `http://127.0.0.1:${inspectPort}`;
+    await waitFor('racklb inspect', async () => (await request(`${page}/health`).then((r) => (r.body.dump(), r.statusCode), () => 0)) === 200, 20_000, 100);
+    // It listens where it is told (127.0.0.1 by default), nowhere else.
+    await expect(request(`http://127.0.0.2:${inspectPort}/health`)).rejects.toThrow(/ECONNREFUSED/);
+    for (const path of ['/', '/app.js', '/api/topology', '/api/services', '/api/paths?ip=198.51.100.1']) {
+      const res = await request(`${page}${path}`);
+      expect(res.statusCode, path).toBe(200);
+      places[`inspect ${path}`] = await res.body.text();
+    }
+    expect(places['inspect /api/topology']).toContain('n1');
+    // Read-only: it refuses anything but GET and HEAD.
+    const write = await request(`${page}/api/topology`, { method: 'POST', body: '{}' });
+    expect(write.statusCode).toBe(405);
+    await write.body.dump();
     for (const pid of [...children.map((c) => c.pid), redis.pid]) {
       try {
         places[`cmdline of ${pid}`] = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');

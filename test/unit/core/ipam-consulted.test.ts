@@ -5,10 +5,10 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { addressesConsulted, allocate } from '../../../src/core/ipam.js';
-import { ipKey } from '../../../src/core/ip.js';
+import { addressesConsulted, allocate, lowestFreeAt } from '../../../src/core/ipam.js';
+import { formatIp, ipKey, parseIp } from '../../../src/core/ip.js';
 import { parseEip, parseService } from '../../../src/core/objects.js';
-import type { Allocation } from '../../../src/core/types.js';
+import type { Allocation, EipRecord } from '../../../src/core/types.js';
 import { eip, service } from '../../helpers/fixtures.js';
 
 const pools = [
@@ -20,6 +20,14 @@ const pools = [
 ];
 const ips = ['192.0.2.0', '192.0.2.1', '192.0.2.2', '198.51.100.1', '203.0.113.2', '203.0.113.9', '2001:db8::1', '192.0.2.200'];
 const names = ['a', 'b', 'c', 'd'];
+
+/** What an index of held addresses answers: the offset of the first address of the pool no other Service holds. */
+function firstFreeOffset(pool: EipRecord, held: Set<string | undefined>): bigint | undefined {
+  const first = parseIp(pool.firstIp)!;
+  const last = parseIp(pool.lastIp)!;
+  for (let off = 0n; first.value + off <= last.value; off++) if (!held.has(ipKey(formatIp(first.family, first.value + off)))) return off;
+  return undefined;
+}
 
 describe('addressesConsulted', () => {
   it('names every allocation allocate reads, unless it says all', () => {
@@ -40,10 +48,22 @@ describe('addressesConsulted', () => {
       fc.property(fc.array(arbAllocation, { maxLength: 8 }), arbService, fc.option(arbAllocation, { nil: undefined }), (allocations: Allocation[], o, current) => {
         const s = parseService(service(o));
         const consulted = addressesConsulted(s, pools, current);
-        if (consulted === 'all') return;
-        const keys = new Set(consulted.map(ipKey));
-        const subset = allocations.filter((a) => keys.has(ipKey(a.ip)));
-        expect(allocate(s, pools, subset, current)).toEqual(allocate(s, pools, allocations, current));
+        const want = allocate(s, pools, allocations, current);
+        if (Array.isArray(consulted)) {
+          const keys = new Set(consulted.map(ipKey));
+          const subset = allocations.filter((a) => keys.has(ipKey(a.ip)));
+          expect(allocate(s, pools, subset, current)).toEqual(want);
+        } else {
+          // The lowest free address from an index of held addresses, no allocation handed over.
+          const held = new Set(allocations.filter((a) => a.services.some((x) => x !== s.key)).map((a) => ipKey(a.ip)));
+          const asked: string[] = [];
+          const lowest = (pool: EipRecord): { ip: string | undefined; scanned: number } => {
+            asked.push(pool.name);
+            return lowestFreeAt(pool, firstFreeOffset(pool, held));
+          };
+          expect(allocate(s, pools, [], current, lowest)).toEqual(want);
+          for (const name of asked) expect(consulted.lowestFreeIn.map((p) => p.name)).toContain(name);
+        }
       }),
       { numRuns: 2000 },
     );
@@ -52,7 +72,7 @@ describe('addressesConsulted', () => {
   it.each([
     { name: 'a Service that keeps its address', o: { name: 'a' }, current: { ip: '192.0.2.3', pool: 'd', services: ['default/a'] }, want: ['192.0.2.3'] },
     { name: 'a Service that requests an address', o: { name: 'a', requestedIp: '192.0.2.5' }, current: undefined, want: ['192.0.2.5'] },
-    { name: 'a new Service from the default pool', o: { name: 'a' }, current: undefined, want: 'all' as const },
+    { name: 'a new Service from the default pool', o: { name: 'a' }, current: undefined, want: { lowestFreeIn: [pools[0]] } },
     { name: 'a Service racklb does not manage', o: { name: 'a', managed: false }, current: undefined, want: [] },
   ])('$name', ({ o, current, want }) => {
     expect(addressesConsulted(parseService(service(o)), pools, current)).toEqual(want);
