@@ -84,7 +84,7 @@ async function floorRun(lab: BenchLab, spine: RouteMonitor, n: number, timeoutMs
 
 export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
   const lab = await ctx.lab();
-  const n = ctx.quick ? 1000 : 10_000;
+  const n = ctx.quick ? 500 : 10_000;
   const rounds = ctx.quick ? 1 : 2;
   const timeoutMs = 900_000;
   const spine = await RouteMonitor.start(lab.spine);

@@ -83,8 +83,8 @@ interface FunctionFigures {
 export async function throughput(ctx: BenchContext): Promise<BenchOutput> {
   const shape: ClusterShape = ctx.quick ? { racks: 10, nodesPerRack: 20, services: 2000 } : { racks: 50, nodesPerRack: 40, services: 10_000 };
   const maxEvents = ctx.quick ? 10_000 : 60_000;
-  const maxSeconds = ctx.quick ? 4 : 12;
-  const warmup = ctx.quick ? 1000 : 4000;
+  const maxSeconds = ctx.quick ? 3 : 12;
+  const warmup = ctx.quick ? 500 : 4000;
   const dir = join(ctx.workDir, 'throughput');
   await pinSelf(OTHER_CPU);
   const redis = await startRedis(join(dir, 'redis'), OTHER_CPU);

@@ -58,6 +58,13 @@ export function osLocalAddresses(): LocalAddress[] {
 
 const FAMILIES: Family[] = ['ipv4', 'ipv6'];
 
+/**
+ * A change after a quiet spell is reconciled at once; changes arriving faster than this are taken
+ * together, one reconcile (one gRPC stream, one burst of BGP UPDATEs) per interval. In a bulk of
+ * Service adds the speakers otherwise spent a reconcile, a log line and an UPDATE per Service.
+ */
+const MIN_RECONCILE_INTERVAL_MS = 20;
+
 export class Speaker {
   private readonly o: Required<Omit<SpeakerOptions, 'localAddresses'>> & { localAddresses: () => LocalAddress[] };
   private desired: Desired | undefined;
@@ -72,6 +79,8 @@ export class Speaker {
    * gobgpd's view was read again (it may hold anything) and after a failed reconcile.
    */
   private planAll = true;
+  /** performance.now() when the last reconcile started (see MIN_RECONCILE_INTERVAL_MS). */
+  private lastReconcileAt = -Infinity;
   private appliedPeers = new Map<string, GobgpPeerConfig>();
   private gobgpGlobal: GobgpGlobalConfig | undefined;
   private gobgpReady = false;
@@ -343,7 +352,10 @@ export class Speaker {
       .then(async () => {
         // Let a burst of notifications land first; one reconcile then covers all of them.
         await new Promise((r) => setImmediate(r));
+        const wait = this.lastReconcileAt + MIN_RECONCILE_INTERVAL_MS - performance.now();
+        if (wait > 0) await sleep(wait);
         this.scheduled = false;
+        this.lastReconcileAt = performance.now();
         await this.reconcile();
       });
   }

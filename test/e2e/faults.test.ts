@@ -272,6 +272,10 @@ describe.skipIf(!isRoot())('faults in the lab', () => {
     await waitForRoute('spine', STABLE, RACKS.map((r) => UPLINK[r]!));
     const random = prng(SEED);
     const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
+    // The kills draw from their own sequence, so each loop's decisions replay exactly for a seed
+    // (how many fit into the time still depends on the machine).
+    const killRandom = prng(SEED ^ 0x9e3779b9);
+    const killPick = <T>(list: readonly T[]): T => list[Math.floor(killRandom() * list.length)]!;
     const presence = watchPresence('spine', STABLE);
     const end = Date.now() + CHURN_MS;
     const counts: Record<string, number> = {};
@@ -325,23 +329,23 @@ describe.skipIf(!isRoot())('faults in the lab', () => {
     const churnProcesses = async (): Promise<void> => {
       let lastGobgpd = 0;
       while (Date.now() < end - 3000) {
-        await new Promise((r) => setTimeout(r, 500 + random() * 1500));
-        const what = random();
+        await new Promise((r) => setTimeout(r, 500 + killRandom() * 1500));
+        const what = killRandom();
         if (what < 0.3) {
-          await restartProcess(pick(SPEAKERS), 'speaker');
+          await restartProcess(killPick(SPEAKERS), 'speaker');
           count('kill speaker');
         } else if (what < 0.5 && Date.now() - lastGobgpd > 8000) {
           // With graceful restart the leaf keeps the rack's routes; one gobgpd at a time, spaced,
           // so a restart never overlaps the previous one's reconnect.
           lastGobgpd = Date.now();
-          await restartProcess(pick(SPEAKERS), 'gobgpd');
+          await restartProcess(killPick(SPEAKERS), 'gobgpd');
           count('kill gobgpd');
         } else if (what < 0.75) {
-          await restartFunction(state, pick(FUNCTION_NAMES));
+          await restartFunction(state, killPick(FUNCTION_NAMES));
           count('kill function');
         } else {
           await stopLabRedis();
-          await new Promise((r) => setTimeout(r, random() * 500));
+          await new Promise((r) => setTimeout(r, killRandom() * 500));
           await startLabRedis();
           count('kill redis');
         }
