@@ -13,6 +13,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
+import { request } from 'undici';
+import { connectRedis } from '../src/store/redis.js';
 import { pathIdentifier } from '../speaker/plan.js';
 import { repoRoot } from '../src/lab/lab.js';
 import type { GobgpPath } from '../src/gobgp/client.js';
@@ -57,6 +59,7 @@ export async function convergence(ctx: BenchContext): Promise<BenchOutput> {
     delete: { racklb: [], floor: [], ack: [] },
   };
   const s = lab.sender;
+  const hops = { redis_ping: [] as number[], http_get: [] as number[] };
   const agents = lab.racks.map((r) => ({ rack: r, agent: lab.agents.get(r.speaker)! }));
   const rack1Agent = lab.agents.get(rack1.speaker)!;
 
@@ -126,6 +129,26 @@ export async function convergence(ctx: BenchContext): Promise<BenchOutput> {
     const cleared = leaf.waitFor(steady, gone, WAIT_MS);
     await s.apply(s.prepare('delete', lab.serviceObject('steady', steadyIp)));
     await cleared;
+
+    // What one hop between processes costs after the same idle gap, on this machine: racklb's path
+    // has several more of them than the floor's (function, Redis round trips, speaker).
+    const redis = connectRedis(lab.state.redis);
+    try {
+      await redis.connect();
+      for (let i = 0; i < Math.min(trials, 30); i++) {
+        await sleep(GAP_MS);
+        let t0 = performance.now();
+        await redis.ping();
+        hops.redis_ping.push(performance.now() - t0);
+        await sleep(GAP_MS);
+        t0 = performance.now();
+        const res = await request(`${lab.state.functions['on-service']}health/liveness`);
+        await res.body.dump();
+        hops.http_get.push(performance.now() - t0);
+      }
+    } finally {
+      redis.disconnect();
+    }
   } finally {
     await spine.stop();
     await leaf.stop();
@@ -138,6 +161,7 @@ export async function convergence(ctx: BenchContext): Promise<BenchOutput> {
     nodes_per_rack: rack1.nodes.length,
     // Waits that ended on a table read after ip monitor lost changes (see RouteMonitor.overflows): 0 means every figure is a kernel timestamp.
     approximate_waits: spine.approximate + leaf.approximate,
+    hop_after_gap: { redis_ping: summarize(hops.redis_ping), http_get_function: summarize(hops.http_get) },
   };
   const rows: Row[] = [];
   for (const kind of KINDS) {
@@ -175,6 +199,12 @@ export async function convergence(ctx: BenchContext): Promise<BenchOutput> {
     `cumulative distribution of ${trials} trials each; blue: racklb (event to kernel table), grey: floor (gobgpd grpc to kernel table)`,
   );
   section.plot = png.slice(repoRoot().length + 1);
+  const ping = summarize(hops.redis_ping);
+  const get = summarize(hops.http_get);
+  rows.push(
+    { figure: `one Redis PING after ${GAP_MS} ms idle`, value: `${fmt(ping.p50_ms, ' ms')} (p90 ${fmt(ping.p90_ms, ' ms')})`, floor: '', ratio: '', target: '', met: '' },
+    { figure: `one HTTP GET to a function after ${GAP_MS} ms idle`, value: `${fmt(get.p50_ms, ' ms')} (p90 ${fmt(get.p90_ms, ' ms')})`, floor: '', ratio: '', target: '', met: '' },
+  );
   return {
     sections: { convergence: section },
     rows,

@@ -80,6 +80,8 @@ async function main(): Promise<number> {
       await l.down().catch((err: unknown) => say(`lab: teardown failed: ${String(err)}`));
     }
   };
+  // A stray rejection is reported, not fatal: dying here would skip the lab's teardown.
+  process.on('unhandledRejection', (err) => say(`unhandled rejection: ${err instanceof Error ? err.message : String(err)}`));
   // Interrupted: the lab goes anyway (its namespaces would otherwise outlive us).
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {

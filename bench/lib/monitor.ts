@@ -49,6 +49,15 @@ export function parseMonitorLine(line: string): RouteChange | undefined {
 
 type Condition = (hops: readonly string[]) => boolean;
 
+/**
+ * A wait may be abandoned when the benchmark fails elsewhere first; its rejection at stop() must not
+ * crash the process (and skip the lab's teardown). Whoever awaits it still sees the rejection.
+ */
+function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
 interface Waiter {
   prefix: string;
   cond: Condition;
@@ -132,7 +141,7 @@ export class RouteMonitor {
    */
   waitFor(prefix: string, cond: Condition, timeoutMs: number): Promise<number> {
     if (cond(this.routes.get(prefix) ?? [])) return Promise.resolve(Number.NaN);
-    return new Promise((resolve, reject) => {
+    return handled(new Promise((resolve, reject) => {
       const w: Waiter = {
         prefix,
         cond,
@@ -146,7 +155,7 @@ export class RouteMonitor {
         }, timeoutMs),
       };
       this.waiters.add(w);
-    });
+    }));
   }
 
   /** Resolves with the timestamp of the change after which `want` prefixes matching `match` satisfy `cond`. */
@@ -154,7 +163,7 @@ export class RouteMonitor {
     const satisfied = new Set<string>();
     for (const [p, hops] of this.routes) if (match(p) && cond(hops)) satisfied.add(p);
     if (satisfied.size === want) return Promise.resolve(Number.NaN);
-    return new Promise((resolve, reject) => {
+    return handled(new Promise((resolve, reject) => {
       const c: Counter = {
         match,
         cond,
@@ -170,7 +179,7 @@ export class RouteMonitor {
         }, timeoutMs),
       };
       this.counters.add(c);
-    });
+    }));
   }
 
   async stop(): Promise<void> {
