@@ -96,7 +96,10 @@ export class RouteMonitor {
   approximate = 0;
 
   private constructor(readonly router: string) {
-    this.child = spawn('ip', ['-ts', '-o', '-n', netnsName(router), 'monitor', 'route'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // A burst of 30,000 route changes overflows the default 1 MB netlink buffer when ip is not
+    // scheduled in time (measured: 1,198 changes lost on the spine); 32 MB (capped by
+    // net.core.rmem_max) lost none.
+    this.child = spawn('ip', ['-rcvbuf', String(32 * 1024 * 1024), '-ts', '-o', '-n', netnsName(router), 'monitor', 'route'], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (chunk: string) => this.onData(chunk));
     this.child.stderr.setEncoding('utf8');
