@@ -109,6 +109,7 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
     await spine.stop();
   }
   const approximate = spine.approximate;
+  const overflows = spine.overflows;
   const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.ceil(xs.length / 2) - 1] ?? NaN;
   const seconds = round(med(racklbRuns.map((r) => r.seconds)));
   const floor = round(med(floorRuns.map((r) => r.seconds)));
@@ -130,6 +131,7 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
         rounds,
         // Waits that ended on a table read because ip monitor lost changes in a burst (0: all kernel timestamps).
         approximate_waits: approximate,
+        monitor_overflows: overflows,
         runs: racklbRuns,
         floor_runs: floorRuns,
         requested_ip: { seconds: rqSeconds, ratio: ratio(rqSeconds, floor), withdraw_seconds: rqWithdraw, runs: requestedRuns },

@@ -161,6 +161,7 @@ export async function convergence(ctx: BenchContext): Promise<BenchOutput> {
     nodes_per_rack: rack1.nodes.length,
     // Waits that ended on a table read after ip monitor lost changes (see RouteMonitor.overflows): 0 means every figure is a kernel timestamp.
     approximate_waits: spine.approximate + leaf.approximate,
+    monitor_overflows: spine.overflows + leaf.overflows,
     hop_after_gap: { redis_ping: summarize(hops.redis_ping), http_get_function: summarize(hops.http_get) },
   };
   const rows: Row[] = [];

@@ -96,6 +96,7 @@ async function functionStart(ctx: BenchContext): Promise<Record<string, number>>
 
 interface LabFigures {
   approximate_waits: number;
+  monitor_overflows: number;
   speaker_rss_mb: number;
   speaker_peak_mb: number;
   gobgpd_rss_mb: number;
@@ -110,7 +111,7 @@ async function labMemory(ctx: BenchContext, lab: BenchLab, n: number): Promise<L
   const leaf = await RouteMonitor.start(rack.name);
   const isBulk = (p: string): boolean => p.startsWith('198.18.') && !/^198\.18\.(25[0-5])\./.test(p);
   const full = (h: readonly string[]): boolean => h.length === rack.nodes.length;
-  const out: LabFigures = { approximate_waits: 0, speaker_rss_mb: NaN, speaker_peak_mb: NaN, gobgpd_rss_mb: NaN, floor_agent_rss_mb: NaN, reannounce_s: [], floor_reannounce_s: [] };
+  const out: LabFigures = { approximate_waits: 0, monitor_overflows: 0, speaker_rss_mb: NaN, speaker_peak_mb: NaN, gobgpd_rss_mb: NaN, floor_agent_rss_mb: NaN, reannounce_s: [], floor_reannounce_s: [] };
   try {
     const announced = await announceServices(lab, spine, n, 900_000, true);
     ctx.say(`memory: ${n} Services announced (${announced.seconds.toFixed(1)} s)`);
@@ -178,6 +179,7 @@ async function labMemory(ctx: BenchContext, lab: BenchLab, n: number): Promise<L
     await spine.stop();
     await leaf.stop();
     out.approximate_waits = spine.approximate + leaf.approximate;
+    out.monitor_overflows = spine.overflows + leaf.overflows;
   }
   return out;
 }
@@ -223,6 +225,7 @@ export async function memory(ctx: BenchContext): Promise<BenchOutput> {
         floor_reannounce_s: freS,
         reannounce_runs_s: m.reannounce_s.map((x) => round(x)),
         approximate_waits: m.approximate_waits,
+        monitor_overflows: m.monitor_overflows,
         floor_reannounce_runs_s: m.floor_reannounce_s.map((x) => round(x)),
       },
     },
