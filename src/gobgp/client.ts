@@ -500,35 +500,43 @@ export class GobgpClient {
 
   /** Locally originated paths only, one entry per prefix + identifier. */
   async listPaths(family: Family): Promise<GobgpPath[]> {
-    const rib = await this.listRib(family);
     const paths: GobgpPath[] = [];
-    for (const p of rib) {
+    await this.eachRibPath(family, (p) => {
       if (p.neighborAddress === undefined) paths.push({ prefix: p.prefix, family: p.family, nextHop: p.nextHop, identifier: p.identifier });
-    }
+    });
     return paths;
   }
 
   /** Every path of the global RIB of one family, learnt ones with the peer they came from. */
   async listRib(family: Family): Promise<GobgpRibPath[]> {
-    const rsps = (await this.serverStream('ListPath', { table_type: 'GLOBAL', name: '', family: API_FAMILY[family] })) as {
-      destination: ApiDestination | null;
-    }[];
     const out: GobgpRibPath[] = [];
-    for (const rsp of rsps) {
-      const dest = rsp.destination;
-      if (dest === null) continue;
+    await this.eachRibPath(family, (p) => out.push(p));
+    return out;
+  }
+
+  /**
+   * Decodes ListPath's answer destination by destination as it arrives: collecting the raw messages
+   * first held every one of them (proto-loader objects with every default filled in) at once, and a
+   * speaker reading 30,000 paths every 30 s grew from 150 to 290 MB resident.
+   */
+  private async eachRibPath(family: Family, onPath: (p: GobgpRibPath) => void): Promise<void> {
+    await this.serverStreamEach('ListPath', { table_type: 'GLOBAL', name: '', family: API_FAMILY[family] }, (item) => {
+      const dest = (item as { destination: ApiDestination | null }).destination;
+      if (dest === null) return;
       for (const p of dest.paths) {
         if (p.is_withdraw) continue;
-        out.push(this.decodePath(family, dest.prefix, p));
+        onPath(this.decodePath(family, dest.prefix, p));
       }
-    }
-    return out;
+    });
   }
 
   /** Adds or replaces (same prefix + identifier) paths; one AddPathStream call, 100 paths per message. */
   async addPaths(paths: readonly GobgpPath[]): Promise<void> {
     if (paths.length === 0) return;
-    await this.pathStream('addPaths', paths.map((p, i) => this.encodePath(p, false, `paths[${i}]`)));
+    // Every path is checked before anything is sent; messages are packed as the stream takes them,
+    // so 30,000 paths after a gobgpd restart are never all packed at once.
+    paths.forEach((p, i) => this.checkPath(p, `paths[${i}]`));
+    await this.pathStream('addPaths', paths.length, (from, to) => paths.slice(from, to).map((p) => this.packPath(p, false)));
   }
 
   /**
@@ -539,7 +547,7 @@ export class GobgpClient {
     if (paths.length === 0) return;
     const encoded = paths.map((p, i) => this.encodePath(p, true, `paths[${i}]`));
     for (const e of encoded) assertPathSet(e);
-    await this.pathStream('deletePaths', encoded);
+    await this.pathStream('deletePaths', encoded.length, (from, to) => encoded.slice(from, to));
   }
 
   /**
@@ -613,35 +621,53 @@ export class GobgpClient {
     });
   }
 
-  private serverStream(name: string, request: unknown): Promise<unknown[]> {
+  private async serverStream(name: string, request: unknown): Promise<unknown[]> {
+    const items: unknown[] = [];
+    await this.serverStreamEach(name, request, (item) => items.push(item));
+    return items;
+  }
+
+  private serverStreamEach(name: string, request: unknown, onItem: (item: unknown) => void): Promise<void> {
     const method = this.method<ServerStreamCall>(name);
     return new Promise((resolve, reject) => {
-      const items: unknown[] = [];
       // The deadline covers the whole stream; a RIB of 10,000 paths takes ~0.3-0.8 s to list.
       const call = method(request, this.deadline(name === 'ListPath' ? LIST_EXTRA_MS : 0));
-      call.on('data', (item: unknown) => items.push(item));
-      call.on('error', (err) => reject(gobgpError(name, err)));
-      call.on('end', () => resolve(items));
+      let failed = false;
+      call.on('data', (item: unknown) => {
+        if (failed) return;
+        try {
+          onItem(item);
+        } catch (err) {
+          // A message that cannot be read fails the listing, as a failed stream does.
+          failed = true;
+          call.cancel();
+          reject(gobgpError(name, err));
+        }
+      });
+      call.on('error', (err) => {
+        if (!failed) reject(gobgpError(name, err));
+      });
+      call.on('end', () => resolve());
     });
   }
 
   /** gobgpd answers an AddPathStream only when it closes, and one bad path fails all of it. */
-  private pathStream(what: string, paths: Record<string, unknown>[]): Promise<void> {
+  private pathStream(what: string, count: number, chunkAt: (from: number, to: number) => Record<string, unknown>[]): Promise<void> {
     const method = this.method<ClientStreamCall>('AddPathStream');
     const started = Date.now();
     return new Promise<void>((resolve, reject) => {
-      const call = method(this.deadline(paths.length), (err) => {
+      const call = method(this.deadline(count), (err) => {
         if (err) {
-          reject(gobgpError(`AddPathStream (${what}, ${paths.length} paths)`, err));
+          reject(gobgpError(`AddPathStream (${what}, ${count} paths)`, err));
           return;
         }
-        this.logger?.debug({ paths: paths.length, ms: Date.now() - started }, `gobgp ${what}`);
+        this.logger?.debug({ paths: count, ms: Date.now() - started }, `gobgp ${what}`);
         resolve();
       });
       let next = 0;
       const pump = (): void => {
-        while (next < paths.length) {
-          const chunk = paths.slice(next, next + PATHS_PER_MESSAGE);
+        while (next < count) {
+          const chunk = chunkAt(next, Math.min(next + PATHS_PER_MESSAGE, count));
           next += chunk.length;
           if (!call.write({ table_type: 'GLOBAL', vrf_id: '', paths: chunk })) {
             call.once('drain', pump);
@@ -665,10 +691,22 @@ export class GobgpClient {
   }
 
   private encodePath(path: GobgpPath, withdraw: boolean, field: string): Record<string, unknown> {
-    const { address, length } = parsePrefix(path, field);
+    this.checkPath(path, field);
+    return this.packPath(path, withdraw);
+  }
+
+  private checkPath(path: GobgpPath, field: string): void {
+    parsePrefix(path, field);
     checkUint32(`${field}.identifier`, path.identifier, 1);
     const want = path.family === 'ipv4' ? 4 : 6;
     if (isIP(path.nextHop) !== want) throw invalidField(`${field}.nextHop`, `must be an ${path.family} address`, path.nextHop);
+  }
+
+  /** The API message of a path that `checkPath` accepted. */
+  private packPath(path: GobgpPath, withdraw: boolean): Record<string, unknown> {
+    const slash = path.prefix.indexOf('/');
+    const address = path.prefix.slice(0, slash);
+    const length = Number(path.prefix.slice(slash + 1));
     const { types, pack } = this.proto;
     const nlri = pack(types.IPAddressPrefix, { prefix_len: length, prefix: address });
     // gobgpd 3.10 takes an IPv4 next hop as NEXT_HOP but any other as MP_REACH_NLRI, whose NLRI list
