@@ -19,6 +19,12 @@
  * between routes from the same neighbor AS), so no extra knob is needed for the spine.
  *
  * Every BGP protocol uses short timers (see TIMERS) so lab sessions come up in about a second.
+ *
+ * A rack with `subnet6` gets the same again in IPv6, as separate sessions over IPv6 transport:
+ * `rack_speaker6`, `node6_<name>`, `speakers6` (dynamic, spawned as speaker_v6_1, ...),
+ * `to_spine6` on the leaf and `to_<rack>_v6` on the spine, and a second kernel protocol for the
+ * IPv6 table. The spine prefers the leaves' global next hops over the link-local ones BIRD also
+ * sends on a direct IPv6 session, so tables name the uplink addresses of the topology.
  */
 import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
@@ -27,7 +33,7 @@ import { RacklbError } from '../errors.js';
 import { labDir, netnsName } from './paths.js';
 import { isAlive, killPidFile, readPidFile, runCommand, spawnInNetns, waitFor, writeFileMkdir } from './process.js';
 import { compareAddresses } from './routes.js';
-import type { RackTopology, Topology } from './topology.js';
+import type { RackIpv6, RackTopology, Topology } from './topology.js';
 
 export interface BirdOptions {
   /** `merge paths on limit N` in the kernel protocol: most next hops in one ECMP route. Default 64. */
@@ -68,16 +74,17 @@ protocol device {
 }`;
 }
 
-function kernel(limit: number): string {
-  return `protocol kernel {
+function kernel(limit: number, ipv6: boolean): string {
+  const one = (family: 'ipv4' | 'ipv6'): string => `protocol kernel kernel_${family} {
   scan time 2;
   learn off;
   merge paths on limit ${limit};   # equal routes become one ECMP route
-  ipv4 {
+  ${family} {
     import none;
     export where source = RTS_BGP;
   };
 }`;
+  return ipv6 ? `${one('ipv4')}\n\n${one('ipv6')}` : one('ipv4');
 }
 
 export function leafBirdConfig(t: Topology, rack: RackTopology, opts: BirdOptions = {}): string {
@@ -95,7 +102,7 @@ export function leafBirdConfig(t: Topology, rack: RackTopology, opts: BirdOption
     : [];
   return `${header('leaf router of rack', rack.name, rack.router)}
 
-${kernel(limit)}
+${kernel(limit, rack.ipv6 !== undefined)}
 
 ${TIMERS}
 
@@ -137,6 +144,54 @@ protocol bgp to_spine from racklb_bgp {
     next hop self;
   };
 }
+${rack.ipv6 === undefined ? '' : leafIpv6(t, rack, rack.ipv6, grTime, connect)}`;
+}
+
+/** The leaf's IPv6 half: the same sessions as IPv4, over IPv6, for the rack's `subnet6`. */
+function leafIpv6(t: Topology, rack: RackTopology, v6: RackIpv6, grTime: number, connect: boolean): string {
+  const nodeSessions = connect
+    ? rack.nodes.flatMap((node, j) =>
+        node.ip6 === undefined
+          ? []
+          : [
+              `protocol bgp ${nodeProtocolName(node.name, j, '6')} from rack_speaker6 {
+  description "node ${node.name} (IPv6)";
+  neighbor ${node.ip6} external;
+  debug { states };
+}`,
+            ],
+      )
+    : [];
+  return `
+# IPv6: sessions over IPv6 with the speakers of rack ${rack.name}, for IPv6 routes.
+template bgp rack_speaker6 from racklb_bgp {
+  local ${v6.router} as ${rack.asn};${rack.password === undefined ? '' : `
+  password "${rack.password}";`}
+  graceful restart on;
+  graceful restart time ${grTime};
+  ipv6 {
+    import all;
+    export none;
+    add paths rx;
+  };
+}
+${nodeSessions.length ? `\n${nodeSessions.join('\n\n')}\n` : ''}
+protocol bgp speakers6 from rack_speaker6 {
+  description "IPv6 speakers of rack ${rack.name}";
+  neighbor range ${v6.subnet} external;
+  dynamic name "speaker_v6_";
+}
+
+protocol bgp to_spine6 from racklb_bgp {
+  description "IPv6 uplink to ${t.spine.name}";
+  local ${v6.uplink.leaf} as ${rack.asn};
+  neighbor ${v6.uplink.spine} as ${t.spine.asn};
+  ipv6 {
+    import all;
+    export where source = RTS_BGP && proto != "to_spine6";
+    next hop self;
+  };
+}
 `;
 }
 
@@ -155,27 +210,43 @@ export function spineBirdConfig(t: Topology, opts: BirdOptions = {}): string {
   };
 }`;
   });
+  const sessions6 = t.racks.flatMap((rack, i) =>
+    rack.ipv6 === undefined
+      ? []
+      : [
+          `protocol bgp ${spineProtocolName(rack.name, i, '_v6')} from racklb_bgp {
+  description "leaf ${rack.name} (IPv6)";
+  local ${rack.ipv6.uplink.spine} as ${t.spine.asn};
+  neighbor ${rack.ipv6.uplink.leaf} as ${rack.asn};
+  ipv6 {
+    import all;
+    export none;
+    next hop prefer global;   # the uplink address, not the link-local one also sent
+  };
+}`,
+        ],
+  );
   return `${header('spine router', t.spine.name, routerId)}
 
-${kernel(limit)}
+${kernel(limit, sessions6.length > 0)}
 
 ${TIMERS}
 
-${sessions.join('\n\n')}
+${[...sessions, ...sessions6].join('\n\n')}
 `;
 }
 
 /** `to_<rack>` with "-" as "_" (BIRD symbols cannot hold "-"); an index-based name if that is too long. */
-export function spineProtocolName(rack: string, index: number): string {
-  const name = `to_${rack.replace(/-/g, '_')}`;
+export function spineProtocolName(rack: string, index: number, suffix = ''): string {
+  const name = `to_${rack.replace(/-/g, '_')}${suffix}`;
   // BIRD symbols are at most 64 characters. A DNS label never ends in "-", so "..._" cannot clash.
-  return name.length <= 64 ? name : `to_rack${index}_`;
+  return name.length <= 64 ? name : `to_rack${index}_${suffix}`;
 }
 
-/** `node_<name>` with "-" as "_"; an index-based name if that is too long for a BIRD symbol. */
-export function nodeProtocolName(node: string, index: number): string {
-  const name = `node_${node.replace(/-/g, '_')}`;
-  return name.length <= 64 ? name : `node${index}_`;
+/** `node_<name>` (`node6_<name>` for IPv6) with "-" as "_"; an index-based name if that is too long for a BIRD symbol. */
+export function nodeProtocolName(node: string, index: number, family: '' | '6' = ''): string {
+  const name = `node${family}_${node.replace(/-/g, '_')}`;
+  return name.length <= 64 ? name : `node${family}${index}_`;
 }
 
 /**

@@ -29,7 +29,7 @@ import { RacklbError } from '../errors.js';
 import { labDir, netnsName } from './paths.js';
 import { isAlive, killPidFile, runCommand, spawnInNetns, waitFor, writeFileMkdir } from './process.js';
 import { compareAddresses } from './routes.js';
-import type { RackTopology, Topology } from './topology.js';
+import type { RackIpv6, RackTopology, Topology } from './topology.js';
 
 export const FRR_DIR = '/usr/lib/frr';
 
@@ -102,7 +102,7 @@ ${common(rack.asn, rack.router)}
  bgp listen range ${rack.subnet} peer-group speakers
 ${nodes.length ? `${nodes.join('\n')}\n` : ''} neighbor ${rack.uplink.spine} remote-as ${t.spine.asn}
  neighbor ${rack.uplink.spine} description uplink to ${t.spine.name}
- neighbor ${rack.uplink.spine} timers connect 1
+ neighbor ${rack.uplink.spine} timers connect 1${rack.ipv6 === undefined ? '' : leafIpv6Neighbors(t, rack, rack.ipv6, connect)}
  !
  address-family ipv4 unicast
   neighbor speakers activate
@@ -110,10 +110,36 @@ ${nodes.length ? `${nodes.join('\n')}\n` : ''} neighbor ${rack.uplink.spine} rem
   neighbor ${rack.uplink.spine} activate
   neighbor ${rack.uplink.spine} next-hop-self
   maximum-paths ${limit}
- exit-address-family
+ exit-address-family${rack.ipv6 === undefined ? '' : leafIpv6Families(rack, rack.ipv6, limit)}
 exit
 !
 `;
+}
+
+/** The leaf's IPv6 sessions (neighbors part): the same as IPv4, over IPv6, for the rack's `subnet6`. */
+function leafIpv6Neighbors(t: Topology, rack: RackTopology, v6: RackIpv6, connect: boolean): string {
+  const nodes = connect ? rack.nodes.flatMap((n) => (n.ip6 === undefined ? [] : [` neighbor ${n.ip6} peer-group speakers6\n neighbor ${n.ip6} description node ${n.name} (IPv6)`])) : [];
+  return `
+ ! IPv6 sessions with the speakers of rack ${rack.name}, for IPv6 routes.
+ neighbor speakers6 peer-group
+ neighbor speakers6 remote-as external
+ neighbor speakers6 timers connect 1${rack.password === undefined ? '' : `
+ neighbor speakers6 password ${rack.password}`}
+ bgp listen range ${v6.subnet} peer-group speakers6
+${nodes.length ? `${nodes.join('\n')}\n` : ''} neighbor ${v6.uplink.spine} remote-as ${t.spine.asn}
+ neighbor ${v6.uplink.spine} description IPv6 uplink to ${t.spine.name}
+ neighbor ${v6.uplink.spine} timers connect 1`;
+}
+
+function leafIpv6Families(rack: RackTopology, v6: RackIpv6, limit: number): string {
+  return `
+ address-family ipv6 unicast
+  neighbor speakers6 activate
+  neighbor speakers6 route-map RACKLB_NONE out
+  neighbor ${v6.uplink.spine} activate
+  neighbor ${v6.uplink.spine} next-hop-self
+  maximum-paths ${limit}
+ exit-address-family`;
 }
 
 export function spineFrrConfig(t: Topology, opts: FrrOptions = {}): string {
@@ -122,14 +148,34 @@ export function spineFrrConfig(t: Topology, opts: FrrOptions = {}): string {
   if (routerId === undefined) throw new RacklbError('RACKLB_LAB', 'spineFrrConfig: the topology has no racks');
   const neighbors = t.racks.map((r) => ` neighbor ${r.uplink.leaf} remote-as ${r.asn}\n neighbor ${r.uplink.leaf} description leaf ${r.name}\n neighbor ${r.uplink.leaf} timers connect 1`);
   const activate = t.racks.map((r) => `  neighbor ${r.uplink.leaf} activate\n  neighbor ${r.uplink.leaf} route-map RACKLB_NONE out`);
-  return `${header('spine router', t.spine.name)}
+  const v6 = t.racks.flatMap((r) => (r.ipv6 === undefined ? [] : [{ rack: r, leaf: r.ipv6.uplink.leaf }]));
+  const neighbors6 = v6.map(({ rack, leaf }) => ` neighbor ${leaf} remote-as ${rack.asn}\n neighbor ${leaf} description leaf ${rack.name} (IPv6)\n neighbor ${leaf} timers connect 1`);
+  // The leaf also sends its link-local address as next hop; the spine installs the global one, so
+  // tables name the uplink addresses of the topology (as BIRD's `next hop prefer global`).
+  const activate6 = v6.map(({ leaf }) => `  neighbor ${leaf} activate\n  neighbor ${leaf} route-map RACKLB_NONE out\n  neighbor ${leaf} route-map RACKLB_PREFER_GLOBAL in`);
+  return `${header('spine router', t.spine.name)}${
+    v6.length
+      ? `
+route-map RACKLB_PREFER_GLOBAL permit 10
+ set ipv6 next-hop prefer-global
+!`
+      : ''
+  }
 ${common(t.spine.asn, routerId)}
-${neighbors.join('\n')}
+${[...neighbors, ...neighbors6].join('\n')}
  !
  address-family ipv4 unicast
 ${activate.join('\n')}
   maximum-paths ${limit}
- exit-address-family
+ exit-address-family${
+   v6.length
+     ? `
+ address-family ipv6 unicast
+${activate6.join('\n')}
+  maximum-paths ${limit}
+ exit-address-family`
+     : ''
+ }
 exit
 !
 `;

@@ -109,7 +109,7 @@ export async function labUp(topology: Topology, say: Say = () => undefined): Pro
 
     say('registering a Ready Node for every node of the topology');
     const api = new LabApiServer(functions);
-    const nodes = topology.racks.flatMap((rack) => rack.nodes.map((n) => readyNode(n.name, n.ip)));
+    const nodes = topology.racks.flatMap((rack) => rack.nodes.map((n) => readyNode(n.name, n.ip, n.ip6)));
     failOnRejections(await api.apply(nodes));
     await markLabComplete();
     return state;
@@ -154,7 +154,8 @@ export async function restartFunction(state: LabState, fn: FunctionName): Promis
   }
 }
 
-function readyNode(name: string, ip: string): Record<string, unknown> {
+/** A dual-stack node reports one InternalIP per family, IPv4 first, as the kubelet does. */
+function readyNode(name: string, ip: string, ip6: string | undefined): Record<string, unknown> {
   return {
     apiVersion: 'v1',
     kind: 'Node',
@@ -163,6 +164,7 @@ function readyNode(name: string, ip: string): Record<string, unknown> {
     status: {
       addresses: [
         { type: 'InternalIP', address: ip },
+        ...(ip6 === undefined ? [] : [{ type: 'InternalIP', address: ip6 }]),
         { type: 'Hostname', address: name },
       ],
       conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady' }],

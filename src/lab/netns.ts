@@ -9,6 +9,9 @@
  *             node<j> (veth, enslaved to br0, one per node of the rack, in file order)
  *  rl-<node>: lo, eth0 (veth, node IP/prefix of the rack subnet, default route via the router)
  * ```
+ * A rack with `subnet6` gets the same in IPv6 beside it: the uplink /127, the router's address on
+ * br0, each node's `ip6` and an IPv6 default route. IPv6 addresses skip duplicate address detection
+ * (every address is the lab's own), so sessions can start the moment the link is up.
  * Every link is created directly inside its namespaces (`ip -n A link add X type veth peer name Y
  * netns B`), so nothing ever appears in the root namespace and nothing can be routed off the
  * machine. Each link's alias names the namespace at its other end (`rl:<name>`), so
@@ -19,7 +22,7 @@ import { join } from 'node:path';
 import { RacklbError } from '../errors.js';
 import { NETNS_PREFIX, netnsName } from './paths.js';
 import { isAlive, killPid, runCommand, waitFor } from './process.js';
-import type { RackTopology, Topology } from './topology.js';
+import type { LabNode, RackTopology, Topology } from './topology.js';
 
 /** Interface names inside the lab's namespaces (index-based, so long names never hit IFNAMSIZ). */
 export const IFACE = {
@@ -85,11 +88,19 @@ export async function buildNetwork(t: Topology): Promise<void> {
     //    values are inherited from the root namespace: routers get forwarding on and rp_filter off
     //    (ECMP); nodes need a call only when the root namespace forwards (they must not).
     const rootForwards = (await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8').catch(() => '0')).trim() !== '0';
+    //    IPv6 conf values start from the kernel's defaults in a new namespace: routers forward, and
+    //    no interface runs duplicate address detection (link-local addresses included).
+    const ipv6 = t.racks.some((r) => r.ipv6 !== undefined);
+    const noDad = ipv6 ? ['net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0'] : [];
     const sysctls = all.flatMap((ns) => {
       if (routers.some((r) => netnsName(r) === ns)) {
-        return [[ns, 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0']];
+        // ECMP hashes on the 5-tuple, as data-centre switches do: connections from one client
+        // spread over every next hop (the default hashes addresses only, so one client sticks to one node).
+        const hash = ['net.ipv4.fib_multipath_hash_policy=1', ...(ipv6 ? ['net.ipv6.fib_multipath_hash_policy=1'] : [])];
+        return [[ns, 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', ...hash, ...(ipv6 ? ['net.ipv6.conf.all.forwarding=1'] : []), ...noDad]];
       }
-      return rootForwards ? [[ns, 'net.ipv4.ip_forward=0']] : [];
+      const settings = [...(rootForwards ? ['net.ipv4.ip_forward=0'] : []), ...noDad];
+      return settings.length > 0 ? [[ns, ...settings]] : [];
     });
     await parallel(sysctls, PARALLEL, async ([ns, ...settings]) => {
       await runCommand('ip', ['netns', 'exec', ns!, 'sysctl', '-q', '-w', ...settings]);
@@ -118,6 +129,7 @@ function spineBatch(t: Topology): string[] {
       `link add ${port} type veth peer name ${IFACE.uplink} netns ${netnsName(rack.name)}`,
       `link set ${port} alias ${ALIAS_PREFIX}${rack.name}`,
       `addr add ${rack.uplink.spine}/31 dev ${port}`,
+      ...(rack.ipv6 ? [`addr add ${rack.ipv6.uplink.spine}/127 dev ${port} nodad`] : []),
       `link set ${port} up`,
     );
   });
@@ -130,10 +142,14 @@ function leafBatch(t: Topology, rack: RackTopology): string[] {
     'link set lo up',
     `link set ${IFACE.uplink} alias ${ALIAS_PREFIX}${t.spine.name}`,
     `addr add ${rack.uplink.leaf}/31 dev ${IFACE.uplink}`,
+    ...(rack.ipv6 ? [`addr add ${rack.ipv6.uplink.leaf}/127 dev ${IFACE.uplink} nodad`] : []),
     `link set ${IFACE.uplink} up`,
-    `link add ${IFACE.bridge} type bridge forward_delay 0 stp_state 0`,
+    // No multicast snooping: without an MLD querier in the lab it has nothing to learn from, and
+    // IPv6 neighbour discovery is multicast.
+    `link add ${IFACE.bridge} type bridge forward_delay 0 stp_state 0 mcast_snooping 0`,
     `link set ${IFACE.bridge} alias ${ALIAS_PREFIX}rack-${rack.name}`,
     `addr add ${rack.router}/${prefixLen} dev ${IFACE.bridge}`,
+    ...(rack.ipv6 ? [`addr add ${rack.ipv6.router}/${rack.ipv6.subnet.split('/')[1]!} dev ${IFACE.bridge} nodad`] : []),
     `link set ${IFACE.bridge} up`,
   ];
   rack.nodes.forEach((node, j) => {
@@ -148,14 +164,17 @@ function leafBatch(t: Topology, rack: RackTopology): string[] {
   return lines;
 }
 
-function nodeBatch(rack: RackTopology, node: { name: string; ip: string }): string[] {
+function nodeBatch(rack: RackTopology, node: LabNode): string[] {
   const prefixLen = rack.subnet.split('/')[1]!;
+  const v6 = rack.ipv6 !== undefined && node.ip6 !== undefined ? rack.ipv6 : undefined;
   return [
     'link set lo up',
     `link set ${IFACE.nodeEth} alias ${ALIAS_PREFIX}${rack.name}`,
     `addr add ${node.ip}/${prefixLen} dev ${IFACE.nodeEth}`,
+    ...(v6 ? [`addr add ${node.ip6!}/${v6.subnet.split('/')[1]!} dev ${IFACE.nodeEth} nodad`] : []),
     `link set ${IFACE.nodeEth} up`,
     `route add default via ${rack.router} dev ${IFACE.nodeEth}`,
+    ...(v6 ? [`route add ::/0 via ${v6.router} dev ${IFACE.nodeEth}`] : []),
   ];
 }
 

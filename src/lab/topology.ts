@@ -30,8 +30,14 @@ export interface RackTopology {
   router: string;
   /** The /31 between spine and leaf: the spine has the lower address, the leaf the higher. */
   uplink: { spine: string; leaf: string; prefix: string };
-  nodes: { name: string; ip: string }[];
+  nodes: LabNode[];
   daemon: RouterDaemon;
+  /**
+   * The rack's IPv6 segment, when the file gives `subnet6`: the leaf's address in it, and an IPv6
+   * uplink /127 next to the IPv4 one. Each family has its own BGP sessions (IPv6 routes over IPv6
+   * sessions), as a dual-stack rack in a data centre runs them.
+   */
+  ipv6?: RackIpv6;
   /**
    * TCP-MD5 password the leaf requires from the rack's speakers (the BgpPeer's authPassword must
    * match). Absent: no MD5. Kept out of logs; it is written to the router's config file only.
@@ -39,10 +45,27 @@ export interface RackTopology {
   password?: string;
 }
 
+export interface LabNode {
+  name: string;
+  ip: string;
+  /** The node's IPv6 address in the rack's `subnet6`, when it has one. */
+  ip6?: string;
+}
+
+export interface RackIpv6 {
+  /** e.g. `2001:db8:0:1::/64` (always the network address, canonical text). */
+  subnet: string;
+  router: string;
+  /** The /127 between spine and leaf: the spine has the lower address, the leaf the higher. */
+  uplink: { spine: string; leaf: string; prefix: string };
+}
+
 export const MAX_RACKS = 16;
 export const MAX_NODES_PER_RACK = 64;
 /** Uplink /31s left out of the file are taken from here, in rack order. */
 export const UPLINK_POOL = '203.0.113.0/24';
+/** IPv6 uplink /127s left out of the file are taken from here, in rack order. */
+export const UPLINK6_POOL = '2001:db8:ffff::/64';
 
 /** PorterLB's multi-router example, exactly as issue 4 gives it. */
 export const DEFAULT_TOPOLOGY_YAML = `spine: { name: spine, asn: 65000 }
@@ -127,15 +150,16 @@ export function parseTopology(yamlText: string): Topology {
   const asns = new Map<number, string>([[spine.asn, 'spine.asn']]);
 
   interface Partial {
-    rack: Omit<RackTopology, 'uplink'>;
+    rack: Omit<RackTopology, 'uplink' | 'ipv6'>;
     subnet: Cidr;
     uplink: Cidr | undefined;
+    v6: { subnet: Cidr6; router: string; uplink: Cidr6 | undefined } | undefined;
   }
   const partials: Partial[] = [];
 
   racksRaw.forEach((raw, i) => {
     const at = `racks[${i}]`;
-    const r = mapping(at, raw, ['name', 'asn', 'subnet', 'router', 'uplink', 'nodes', 'daemon', 'password']);
+    const r = mapping(at, raw, ['name', 'asn', 'subnet', 'router', 'uplink', 'nodes', 'daemon', 'password', 'subnet6', 'router6', 'uplink6']);
     const name = dnsLabel(`${at}.name`, r.name);
     claimName(`${at}.name`, name);
     const rackAsn = asn(`${at}.asn`, r.asn);
@@ -153,6 +177,30 @@ export function parseTopology(yamlText: string): Topology {
     const router = hostIn(`${at}.router`, r.router, subnet);
     used.set(toNumber(router), `${at}.router`);
 
+    // IPv6: all three fields or none of subnet6/router6 (uplink6 stays optional, as uplink is).
+    let v6: Partial['v6'];
+    const used6 = new Map<bigint, string>();
+    if (r.subnet6 !== undefined && r.subnet6 !== null) {
+      const subnet6 = cidr6(`${at}.subnet6`, r.subnet6);
+      if (subnet6.len > 126) throw invalidField(`${at}.subnet6`, 'must be /126 or larger, to hold the router and its nodes', subnet6.text);
+      for (const p of partials) {
+        if (p.v6 !== undefined && overlaps6(subnet6, p.v6.subnet)) throw invalidField(`${at}.subnet6`, `must not overlap ${p.rack.name}'s subnet6 ${p.v6.subnet.text}`, subnet6.text);
+      }
+      if (r.router6 === undefined || r.router6 === null) throw invalidField(`${at}.router6`, 'is required with subnet6 (the leaf\'s IPv6 address in it)');
+      const router6 = hostIn6(`${at}.router6`, r.router6, subnet6);
+      used6.set(toBig6(router6), `${at}.router6`);
+      let uplink6: Cidr6 | undefined;
+      if (r.uplink6 !== undefined && r.uplink6 !== null) {
+        uplink6 = cidr6(`${at}.uplink6`, r.uplink6, 'the lower address of a /127, e.g. 2001:db8:ffff::/127');
+        if (uplink6.len !== 127) throw invalidField(`${at}.uplink6`, 'must be a /127 (the spine takes the lower address, the leaf the higher)', uplink6.text);
+      }
+      v6 = { subnet: subnet6, router: router6, uplink: uplink6 };
+    } else {
+      for (const f of ['router6', 'uplink6'] as const) {
+        if (r[f] !== undefined && r[f] !== null) throw invalidField(`${at}.${f}`, 'needs subnet6 (the rack\'s IPv6 segment) in the same rack');
+      }
+    }
+
     const nodesRaw = required(`${at}.nodes`, r.nodes);
     if (!Array.isArray(nodesRaw)) throw invalidField(`${at}.nodes`, 'must be a list of nodes', nodesRaw);
     if (nodesRaw.length > MAX_NODES_PER_RACK) {
@@ -160,14 +208,20 @@ export function parseTopology(yamlText: string): Topology {
     }
     const nodes = nodesRaw.map((nraw, j) => {
       const nat = `${at}.nodes[${j}]`;
-      const n = mapping(nat, nraw, ['name', 'ip']);
+      const n = mapping(nat, nraw, ['name', 'ip', 'ip6']);
       const nodeName = dnsLabel(`${nat}.name`, n.name);
       claimName(`${nat}.name`, nodeName);
       const ip = hostIn(`${nat}.ip`, n.ip, subnet);
       const owner = used.get(toNumber(ip));
       if (owner !== undefined) throw invalidField(`${nat}.ip`, `must be unique in the rack, ${owner} already uses it`, ip);
       used.set(toNumber(ip), `${nat}.ip`);
-      return { name: nodeName, ip };
+      if (n.ip6 === undefined || n.ip6 === null) return { name: nodeName, ip };
+      if (v6 === undefined) throw invalidField(`${nat}.ip6`, `needs subnet6 in rack ${name}`, n.ip6);
+      const ip6 = hostIn6(`${nat}.ip6`, n.ip6, v6.subnet);
+      const owner6 = used6.get(toBig6(ip6));
+      if (owner6 !== undefined) throw invalidField(`${nat}.ip6`, `must be unique in the rack, ${owner6} already uses it`, ip6);
+      used6.set(toBig6(ip6), `${nat}.ip6`);
+      return { name: nodeName, ip, ip6 };
     });
 
     let uplink: Cidr | undefined;
@@ -176,7 +230,7 @@ export function parseTopology(yamlText: string): Topology {
       if (uplink.len !== 31) throw invalidField(`${at}.uplink`, 'must be a /31 (the spine takes the lower address, the leaf the higher)', uplink.text);
     }
     const pw = password(`${at}.password`, r.password);
-    partials.push({ rack: { name, asn: rackAsn, subnet: subnet.text, router, nodes, daemon: daemon(`${at}.daemon`, r.daemon), ...(pw === undefined ? {} : { password: pw }) }, subnet, uplink });
+    partials.push({ rack: { name, asn: rackAsn, subnet: subnet.text, router, nodes, daemon: daemon(`${at}.daemon`, r.daemon), ...(pw === undefined ? {} : { password: pw }) }, subnet, uplink, v6 });
   });
 
   // Uplinks must not collide with each other or with any rack subnet (checked once every subnet is known).
@@ -202,14 +256,50 @@ export function parseTopology(yamlText: string): Topology {
     taken.push(p.uplink);
   }
 
+  // The same for IPv6 uplinks: explicit ones must not collide, missing ones come from the pool.
+  partials.forEach((p, i) => {
+    const up = p.v6?.uplink;
+    if (up === undefined) return;
+    const at = `racks[${i}].uplink6`;
+    partials.forEach((q, j) => {
+      if (q.v6 === undefined) return;
+      if (overlaps6(up, q.v6.subnet)) throw invalidField(at, `must not overlap ${q.rack.name}'s subnet6 ${q.v6.subnet.text}`, up.text);
+      if (j < i && q.v6.uplink !== undefined && overlaps6(up, q.v6.uplink)) throw invalidField(at, `must differ from ${q.rack.name}'s uplink6`, up.text);
+    });
+  });
+  const pool6 = cidr6('(uplink6 pool)', UPLINK6_POOL);
+  const taken6: Cidr6[] = partials.flatMap((p) => (p.v6 === undefined ? [] : [p.v6.subnet, ...(p.v6.uplink === undefined ? [] : [p.v6.uplink])]));
+  let next6 = pool6.base;
+  for (const p of partials) {
+    if (p.v6 === undefined || p.v6.uplink !== undefined) continue;
+    const candidate = (): Cidr6 => ({ base: next6, len: 127, text: `${fromBig6(next6)}/127` });
+    while (taken6.some((c) => overlaps6(candidate(), c))) next6 += 2n;
+    p.v6.uplink = candidate();
+    taken6.push(p.v6.uplink);
+    next6 += 2n;
+  }
+
   const racks: RackTopology[] = partials.map((p) => ({
     ...p.rack,
     uplink: { spine: fromNumber(p.uplink!.base), leaf: fromNumber(p.uplink!.base + 1), prefix: p.uplink!.text },
+    ...(p.v6 === undefined
+      ? {}
+      : { ipv6: { subnet: p.v6.subnet.text, router: p.v6.router, uplink: { spine: fromBig6(p.v6.uplink!.base), leaf: fromBig6(p.v6.uplink!.base + 1n), prefix: p.v6.uplink!.text } } }),
   }));
   // Key order as declared in the interfaces, for stable JSON.
   return {
     spine,
-    racks: racks.map((r) => ({ name: r.name, asn: r.asn, subnet: r.subnet, router: r.router, uplink: r.uplink, nodes: r.nodes, daemon: r.daemon, ...(r.password === undefined ? {} : { password: r.password }) })),
+    racks: racks.map((r) => ({
+      name: r.name,
+      asn: r.asn,
+      subnet: r.subnet,
+      router: r.router,
+      uplink: r.uplink,
+      nodes: r.nodes,
+      daemon: r.daemon,
+      ...(r.password === undefined ? {} : { password: r.password }),
+      ...(r.ipv6 === undefined ? {} : { ipv6: r.ipv6 }),
+    })),
   };
 }
 
@@ -302,4 +392,59 @@ function toNumber(ip: string): number {
 
 function fromNumber(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+interface Cidr6 {
+  base: bigint;
+  len: number;
+  text: string;
+}
+
+/** Canonical (RFC 5952) IPv6 text; no zone, no IPv4-mapped or dotted forms. */
+function ipv6(field: string, value: unknown): string {
+  const rule = 'must be an IPv6 address such as 2001:db8::10';
+  if (typeof value !== 'string' || value.includes('%') || value.includes('.') || !ipaddr.IPv6.isValid(value)) throw invalidField(field, rule, value);
+  return ipaddr.IPv6.parse(value).toRFC5952String();
+}
+
+function cidr6(field: string, value: unknown, example = 'an IPv6 network such as 2001:db8:0:1::/64'): Cidr6 {
+  const v = required(field, value);
+  const rule = `must be ${example}`;
+  if (typeof v !== 'string') throw invalidField(field, rule, v);
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(v);
+  if (m === null || Number(m[2]) > 128) throw invalidField(field, rule, v);
+  let addr: bigint;
+  try {
+    addr = toBig6(ipv6(field, m[1]));
+  } catch {
+    throw invalidField(field, rule, v);
+  }
+  const len = Number(m[2]);
+  const hostMask = (1n << BigInt(128 - len)) - 1n;
+  const base = addr & ~hostMask;
+  if (base !== addr) throw invalidField(field, `must be a network address: the host bits are set (did you mean ${fromBig6(base)}/${len}?)`, v);
+  return { base, len, text: `${fromBig6(base)}/${len}` };
+}
+
+/** An address inside `net` other than its Subnet-Router anycast address (the network address). */
+function hostIn6(field: string, value: unknown, net: Cidr6): string {
+  const ip = ipv6(field, required(field, value));
+  const n = toBig6(ip);
+  if (n < net.base || n >= net.base + (1n << BigInt(128 - net.len))) throw invalidField(field, `must be inside the rack subnet6 ${net.text}`, ip);
+  if (n === net.base) throw invalidField(field, `must not be the network (Subnet-Router anycast) address of ${net.text}`, ip);
+  return ip;
+}
+
+function overlaps6(a: Cidr6, b: Cidr6): boolean {
+  return a.base < b.base + (1n << BigInt(128 - b.len)) && b.base < a.base + (1n << BigInt(128 - a.len));
+}
+
+function toBig6(ip: string): bigint {
+  return ipaddr.IPv6.parse(ip).toByteArray().reduce((acc, b) => (acc << 8n) | BigInt(b), 0n);
+}
+
+function fromBig6(n: bigint): string {
+  const bytes: number[] = [];
+  for (let i = 15; i >= 0; i--) bytes.push(Number((n >> BigInt(i * 8)) & 255n));
+  return ipaddr.fromByteArray(bytes).toString();
 }
