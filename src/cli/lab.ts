@@ -7,6 +7,8 @@ import { labDown, labUp, readLabState, restartProcess, syncSpeakers } from '../l
 import { requireRoot } from '../lab/netns.js';
 import { formatRoutes, readRoutes } from '../lab/routes.js';
 import { defaultTopology, parseTopology } from '../lab/topology.js';
+import { connectionsFrom, formatCounts, MAX_CONNECTIONS, RESPONDER_PORT, serveOnNodes } from '../lab/traffic.js';
+import { wholeNumber } from './options.js';
 
 const say = (line: string): void => {
   process.stdout.write(`${line}\n`);
@@ -90,6 +92,22 @@ export function registerLab(program: Command): void {
       if (!names.includes(router)) throw new RacklbError('RACKLB_USAGE', `${JSON.stringify(router)} is not in the lab; routers and nodes: ${names.join(', ')}`);
       const routes = await readRoutes(router);
       process.stdout.write(opts.json ? `${JSON.stringify(routes)}\n` : formatRoutes(routes));
+    });
+
+  lab
+    .command('traffic')
+    .description('open TCP connections to a Service IP from inside a router (or node) and count which node answered; every node holds the IP on its loopback and answers on port 8080, as kube-proxy would')
+    .argument('<from>', 'spine, a leaf, or a node')
+    .argument('<ip>', 'the Service IP')
+    .option('-n, --connections <count>', `connections, one after another (1-${MAX_CONNECTIONS})`, wholeNumber(1, MAX_CONNECTIONS), 60)
+    .option('--json', 'node name -> connections it answered')
+    .action(async (from: string, ip: string, opts: { connections: number; json?: boolean }) => {
+      const state = readLabState();
+      const names = [state.topology.spine.name, ...state.topology.racks.flatMap((r) => [r.name, ...r.nodes.map((n) => n.name)])];
+      if (!names.includes(from)) throw new RacklbError('RACKLB_USAGE', `${JSON.stringify(from)} is not in the lab; routers and nodes: ${names.join(', ')}`);
+      await serveOnNodes(state.topology, ip);
+      const counts = await connectionsFrom(from, ip, opts.connections);
+      process.stdout.write(opts.json ? `${JSON.stringify(counts)}\n` : `${opts.connections} connections from ${from} to ${ip}:${RESPONDER_PORT}: ${formatCounts(counts)}\n`);
     });
 
   lab

@@ -9,8 +9,11 @@ import { failOnRejections, labDown, labIsUp, labUp, repoRoot, syncSpeakers, type
 import { readRoutes } from './routes.js';
 import { waitFor } from './process.js';
 import { defaultTopology, type Topology } from './topology.js';
+import { connectionsFrom, formatCounts, RESPONDER_PORT, serveOnNodes } from './traffic.js';
 
-export const DEMO_PREFIX = '198.51.100.10/32';
+export const DEMO_IP = '198.51.100.10';
+export const DEMO_PREFIX = `${DEMO_IP}/32`;
+const TRAFFIC_CONNECTIONS = 60;
 
 /** Names for the addresses a person sees in a router's table. */
 export function addressNames(t: Topology): Map<string, string> {
@@ -67,6 +70,9 @@ export async function runDemo(say: Say): Promise<LabState> {
   await waitForHops(leaf1.name, DEMO_PREFIX, leaf1.nodes.map((n) => n.ip));
   await waitForHops(t.spine.name, DEMO_PREFIX, [uplink(leaf1)]);
   say(await routerTable(t, DEMO_PREFIX));
+  await serveOnNodes(t, DEMO_IP);
+  say(`   ${TRAFFIC_CONNECTIONS} TCP connections from the spine to ${DEMO_IP}:${RESPONDER_PORT} (every node holds the IP, as kube-proxy would), answered by:`);
+  say(`    ${formatCounts(await connectionsFrom(t.spine.name, DEMO_IP, TRAFFIC_CONNECTIONS))}`);
   say('   The spine reaches the Service only through leaf1: worker-p002 carries none of its traffic.');
 
   say('');
@@ -84,6 +90,8 @@ export async function runDemo(say: Say): Promise<LabState> {
   await waitForHops(t.spine.name, DEMO_PREFIX, [uplink(leaf1), uplink(leaf2)]);
   await waitForHops(leaf1.name, DEMO_PREFIX, leaf1.nodes.map((n) => n.ip));
   say(await routerTable(t, DEMO_PREFIX));
+  say(`   ${TRAFFIC_CONNECTIONS} TCP connections from the spine to ${DEMO_IP}:${RESPONDER_PORT}, answered by:`);
+  say(`    ${formatCounts(await connectionsFrom(t.spine.name, DEMO_IP, TRAFFIC_CONNECTIONS))}`);
   say('   The spine spreads the Service over leaf1 and leaf2; leaf1 over master1 and worker-p001;');
   say('   leaf2 sends it to worker-p002. All three nodes carry traffic.');
 
@@ -91,6 +99,7 @@ export async function runDemo(say: Say): Promise<LabState> {
   say('The lab stays up. Explore it:');
   say('  npx racklb lab routes spine              # any router: spine, leaf1, leaf2 (--json for tools)');
   say('  ip -n rl-leaf1 route                     # the kernel tables themselves');
+  say(`  npx racklb lab traffic spine ${DEMO_IP}   # which node answers connections, from any router`);
   say(`  npx racklb state --redis ${state.redis}`);
   say('  npx racklb lab label node worker-p001 porter.kubesphere.io/rack=leaf2');
   say('  npx racklb lab restart master1 speaker   # routes stay in place');

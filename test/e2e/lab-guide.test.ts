@@ -34,6 +34,11 @@ function pidsOfLab(): number[] {
 
 
 
+/** `racklb lab traffic FROM 198.51.100.10 --json`: which node answered 60 TCP connections. */
+async function traffic(from: string): Promise<Record<string, number>> {
+  return JSON.parse(await racklb('lab', 'traffic', from, SVC.replace('/32', ''), '--json')) as Record<string, number>;
+}
+
 describe.skipIf(!isRoot())('PorterLB multi-router guide in the lab', () => {
   let started: number[] = [];
 
@@ -54,6 +59,8 @@ describe.skipIf(!isRoot())('PorterLB multi-router guide in the lab', () => {
     expect(await labRoutes('spine')).toEqual({ [SVC]: [LEAF1_UPLINK] });
     expect(await labRoutes('leaf1')).toEqual({ [SVC]: ['192.0.2.3', '192.0.2.4'] });
     expect(await labRoutes('leaf2')).toEqual({});
+    // Traffic follows: connections from the spine reach leaf1's nodes only, though all three hold the IP.
+    expect(Object.keys(await traffic('spine')).sort()).toEqual(['master1', 'worker-p001']);
   }, 90_000);
 
   it('after: speakers in both racks and BgpPeers per rack spread the Service over every node', async () => {
@@ -66,6 +73,9 @@ describe.skipIf(!isRoot())('PorterLB multi-router guide in the lab', () => {
     expect(await labRoutes('spine')).toEqual({ [SVC]: [LEAF1_UPLINK, LEAF2_UPLINK] });
     expect(await labRoutes('leaf1')).toEqual({ [SVC]: ['192.0.2.3', '192.0.2.4'] });
     expect(await labRoutes('leaf2')).toEqual({ [SVC]: ['192.0.2.66'] });
+    // 60 connections hashed on the 5-tuple: a node left out by chance alone is below 1e-7.
+    const spread = await traffic('spine');
+    expect(Object.keys(spread).sort(), JSON.stringify(spread)).toEqual(['master1', 'worker-p001', 'worker-p002']);
     const state = JSON.parse(await racklb('state', '--json', '--redis', LAB_REDIS_URL)) as { sessions: Record<string, Record<string, { sessionState: string }>> };
     expect(state.sessions.master1?.['192.0.2.1']?.sessionState).toBe('established');
     expect(state.sessions['worker-p002']?.['192.0.2.65']?.sessionState).toBe('established');
