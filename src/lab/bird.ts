@@ -33,7 +33,7 @@ import { RacklbError } from '../errors.js';
 import { labDir, netnsName } from './paths.js';
 import { isAlive, killPidFile, readPidFile, runCommand, spawnInNetns, waitFor, writeFileMkdir } from './process.js';
 import { compareAddresses } from './routes.js';
-import type { RackIpv6, RackTopology, Topology } from './topology.js';
+import { rackFamilies, type RackFamily, type RackTopology, type Topology } from './topology.js';
 
 export interface BirdOptions {
   /** `merge paths on limit N` in the kernel protocol: most next hops in one ECMP route. Default 64. */
@@ -91,35 +91,43 @@ export function leafBirdConfig(t: Topology, rack: RackTopology, opts: BirdOption
   const limit = opts.ecmpLimit ?? 64;
   const grTime = opts.gracefulRestartTime ?? 120;
   const connect = opts.connectToNodes ?? true;
+  const families = rackFamilies(rack);
+  return `${header('leaf router of rack', rack.name, rack.router)}
+
+${kernel(limit, families.length > 1)}
+
+${TIMERS}
+${families.map((f) => leafSessions(t, rack, f, grTime, connect)).join('')}`;
+}
+
+/** The leaf's sessions of one family: with the rack's speakers (over that family) and to the spine. */
+function leafSessions(t: Topology, rack: RackTopology, f: RackFamily, grTime: number, connect: boolean): string {
+  const v6 = f.family === 'ipv6' ? ' (IPv6)' : '';
+  const template = `rack_speaker${f.suffix}`;
   const nodeSessions = connect
-    ? rack.nodes.map(
-        (node, j) => `protocol bgp ${nodeProtocolName(node.name, j)} from rack_speaker {
-  description "node ${node.name}";
+    ? f.nodes.map(
+        (node) => `protocol bgp ${nodeProtocolName(node.name, node.index, f.suffix)} from ${template} {
+  description "node ${node.name}${v6}";
   neighbor ${node.ip} external;
   debug { states };                 # no log line per refused connect to a node without a speaker
 }`,
       )
     : [];
-  return `${header('leaf router of rack', rack.name, rack.router)}
-
-${kernel(limit, rack.ipv6 !== undefined)}
-
-${TIMERS}
-
-# Sessions with the speakers of rack ${rack.name}: any ASN but ${rack.asn}.
-template bgp rack_speaker from racklb_bgp {
-  local ${rack.router} as ${rack.asn};${rack.password === undefined ? '' : `
+  return `
+# Sessions over ${f.family === 'ipv4' ? 'IPv4' : 'IPv6'} with the speakers of rack ${rack.name}: any ASN but ${rack.asn}.
+template bgp ${template} from racklb_bgp {
+  local ${f.router} as ${rack.asn};${rack.password === undefined ? '' : `
   password "${rack.password}";         # TCP-MD5: the BgpPeer's authPassword must match`}
   graceful restart on;              # keep a restarting speaker's routes
   graceful restart time ${grTime};
-  ipv4 {
+  ${f.family} {
     import all;
     export none;
     add paths rx;                   # one path per next hop (RFC 7911)
   };
 }
 ${
-  connect
+  nodeSessions.length > 0
     ? `
 # The leaf connects to every node of the topology, so a speaker whose gobgpd listens on port 179
 # is up in about a second (gobgpd 3.x waits 5-9 s before its own first connect).
@@ -127,68 +135,20 @@ ${nodeSessions.join('\n\n')}
 `
     : ''
 }
-# Any address of ${rack.subnet}: sessions the speakers open (dynamic BGP, spawned as speaker1, ...).
-protocol bgp speakers from rack_speaker {
-  description "speakers of rack ${rack.name}";
-  neighbor range ${rack.subnet} external;
-  dynamic name "speaker";
+# Any address of ${f.subnet}: sessions the speakers open (dynamic BGP, spawned as ${f.dynamicName}1, ...).
+protocol bgp speakers${f.suffix} from ${template} {
+  description "speakers of rack ${rack.name}${v6}";
+  neighbor range ${f.subnet} external;
+  dynamic name "${f.dynamicName}";
 }
 
-protocol bgp to_spine from racklb_bgp {
-  description "uplink to ${t.spine.name}";
-  local ${rack.uplink.leaf} as ${rack.asn};
-  neighbor ${rack.uplink.spine} as ${t.spine.asn};
-  ipv4 {
+protocol bgp to_spine${f.suffix} from racklb_bgp {
+  description "uplink to ${t.spine.name}${v6}";
+  local ${f.uplink.leaf} as ${rack.asn};
+  neighbor ${f.uplink.spine} as ${t.spine.asn};
+  ${f.family} {
     import all;
-    export where source = RTS_BGP && proto != "to_spine";   # the rack's routes only
-    next hop self;
-  };
-}
-${rack.ipv6 === undefined ? '' : leafIpv6(t, rack, rack.ipv6, grTime, connect)}`;
-}
-
-/** The leaf's IPv6 half: the same sessions as IPv4, over IPv6, for the rack's `subnet6`. */
-function leafIpv6(t: Topology, rack: RackTopology, v6: RackIpv6, grTime: number, connect: boolean): string {
-  const nodeSessions = connect
-    ? rack.nodes.flatMap((node, j) =>
-        node.ip6 === undefined
-          ? []
-          : [
-              `protocol bgp ${nodeProtocolName(node.name, j, '6')} from rack_speaker6 {
-  description "node ${node.name} (IPv6)";
-  neighbor ${node.ip6} external;
-  debug { states };
-}`,
-            ],
-      )
-    : [];
-  return `
-# IPv6: sessions over IPv6 with the speakers of rack ${rack.name}, for IPv6 routes.
-template bgp rack_speaker6 from racklb_bgp {
-  local ${v6.router} as ${rack.asn};${rack.password === undefined ? '' : `
-  password "${rack.password}";`}
-  graceful restart on;
-  graceful restart time ${grTime};
-  ipv6 {
-    import all;
-    export none;
-    add paths rx;
-  };
-}
-${nodeSessions.length ? `\n${nodeSessions.join('\n\n')}\n` : ''}
-protocol bgp speakers6 from rack_speaker6 {
-  description "IPv6 speakers of rack ${rack.name}";
-  neighbor range ${v6.subnet} external;
-  dynamic name "speaker_v6_";
-}
-
-protocol bgp to_spine6 from racklb_bgp {
-  description "IPv6 uplink to ${t.spine.name}";
-  local ${v6.uplink.leaf} as ${rack.asn};
-  neighbor ${v6.uplink.spine} as ${t.spine.asn};
-  ipv6 {
-    import all;
-    export where source = RTS_BGP && proto != "to_spine6";
+    export where source = RTS_BGP && proto != "to_spine${f.suffix}";   # the rack's routes only
     next hop self;
   };
 }
@@ -199,40 +159,27 @@ export function spineBirdConfig(t: Topology, opts: BirdOptions = {}): string {
   const limit = opts.ecmpLimit ?? 64;
   const routerId = t.racks.map((r) => r.uplink.spine).sort(compareAddresses)[0];
   if (routerId === undefined) throw new RacklbError('RACKLB_LAB', 'spineBirdConfig: the topology has no racks');
-  const sessions = t.racks.map((rack, i) => {
-    return `protocol bgp ${spineProtocolName(rack.name, i)} from racklb_bgp {
-  description "leaf ${rack.name}";
-  local ${rack.uplink.spine} as ${t.spine.asn};
-  neighbor ${rack.uplink.leaf} as ${rack.asn};
-  ipv4 {
+  const sessions = t.racks.flatMap((rack, i) =>
+    rackFamilies(rack).map((f) => {
+      const v6 = f.family === 'ipv6';
+      return `protocol bgp ${spineProtocolName(rack.name, i, v6 ? '_v6' : '')} from racklb_bgp {
+  description "leaf ${rack.name}${v6 ? ' (IPv6)' : ''}";
+  local ${f.uplink.spine} as ${t.spine.asn};
+  neighbor ${f.uplink.leaf} as ${rack.asn};
+  ${f.family} {
     import all;
-    export none;
+    export none;${v6 ? '\n    next hop prefer global;   # the uplink address, not the link-local one also sent' : ''}
   };
 }`;
-  });
-  const sessions6 = t.racks.flatMap((rack, i) =>
-    rack.ipv6 === undefined
-      ? []
-      : [
-          `protocol bgp ${spineProtocolName(rack.name, i, '_v6')} from racklb_bgp {
-  description "leaf ${rack.name} (IPv6)";
-  local ${rack.ipv6.uplink.spine} as ${t.spine.asn};
-  neighbor ${rack.ipv6.uplink.leaf} as ${rack.asn};
-  ipv6 {
-    import all;
-    export none;
-    next hop prefer global;   # the uplink address, not the link-local one also sent
-  };
-}`,
-        ],
+    }),
   );
   return `${header('spine router', t.spine.name, routerId)}
 
-${kernel(limit, sessions6.length > 0)}
+${kernel(limit, t.racks.some((r) => r.ipv6 !== undefined))}
 
 ${TIMERS}
 
-${[...sessions, ...sessions6].join('\n\n')}
+${sessions.join('\n\n')}
 `;
 }
 

@@ -29,7 +29,7 @@ import { RacklbError } from '../errors.js';
 import { labDir, netnsName } from './paths.js';
 import { isAlive, killPidFile, runCommand, spawnInNetns, waitFor, writeFileMkdir } from './process.js';
 import { compareAddresses } from './routes.js';
-import type { RackIpv6, RackTopology, Topology } from './topology.js';
+import { rackFamilies, type RackFamily, type RackTopology, type Topology } from './topology.js';
 
 export const FRR_DIR = '/usr/lib/frr';
 
@@ -89,55 +89,42 @@ export function leafFrrConfig(t: Topology, rack: RackTopology, opts: FrrOptions 
   const limit = opts.ecmpLimit ?? 64;
   const grTime = opts.gracefulRestartTime ?? 120;
   const connect = opts.connectToNodes ?? true;
-  const nodes = connect ? rack.nodes.map((n) => ` neighbor ${n.ip} peer-group speakers\n neighbor ${n.ip} description node ${n.name}`) : [];
+  const families = rackFamilies(rack);
   return `${header('leaf router of rack', rack.name)}
 ${common(rack.asn, rack.router)}
  bgp graceful-restart
- bgp graceful-restart restart-time ${grTime}
- ! Sessions with the speakers of rack ${rack.name}: any ASN but ${rack.asn}.
- neighbor speakers peer-group
- neighbor speakers remote-as external
- neighbor speakers timers connect 1${rack.password === undefined ? '' : `
- neighbor speakers password ${rack.password}`}
- bgp listen range ${rack.subnet} peer-group speakers
-${nodes.length ? `${nodes.join('\n')}\n` : ''} neighbor ${rack.uplink.spine} remote-as ${t.spine.asn}
- neighbor ${rack.uplink.spine} description uplink to ${t.spine.name}
- neighbor ${rack.uplink.spine} timers connect 1${rack.ipv6 === undefined ? '' : leafIpv6Neighbors(t, rack, rack.ipv6, connect)}
- !
- address-family ipv4 unicast
-  neighbor speakers activate
-  neighbor speakers route-map RACKLB_NONE out
-  neighbor ${rack.uplink.spine} activate
-  neighbor ${rack.uplink.spine} next-hop-self
-  maximum-paths ${limit}
- exit-address-family${rack.ipv6 === undefined ? '' : leafIpv6Families(rack, rack.ipv6, limit)}
+ bgp graceful-restart restart-time ${grTime}${families.map((f) => leafNeighbors(t, rack, f, connect)).join('')}
+ !${families.map((f) => leafAddressFamily(f, limit)).join('')}
 exit
 !
 `;
 }
 
-/** The leaf's IPv6 sessions (neighbors part): the same as IPv4, over IPv6, for the rack's `subnet6`. */
-function leafIpv6Neighbors(t: Topology, rack: RackTopology, v6: RackIpv6, connect: boolean): string {
-  const nodes = connect ? rack.nodes.flatMap((n) => (n.ip6 === undefined ? [] : [` neighbor ${n.ip6} peer-group speakers6\n neighbor ${n.ip6} description node ${n.name} (IPv6)`])) : [];
+/** The leaf's neighbors of one family: the rack's speakers (peer group `speakers`, `speakers6`) and the spine. */
+function leafNeighbors(t: Topology, rack: RackTopology, f: RackFamily, connect: boolean): string {
+  const group = `speakers${f.suffix}`;
+  const v6 = f.family === 'ipv6' ? ' (IPv6)' : '';
+  const nodes = connect ? f.nodes.map((n) => ` neighbor ${n.ip} peer-group ${group}\n neighbor ${n.ip} description node ${n.name}${v6}`) : [];
   return `
- ! IPv6 sessions with the speakers of rack ${rack.name}, for IPv6 routes.
- neighbor speakers6 peer-group
- neighbor speakers6 remote-as external
- neighbor speakers6 timers connect 1${rack.password === undefined ? '' : `
- neighbor speakers6 password ${rack.password}`}
- bgp listen range ${v6.subnet} peer-group speakers6
-${nodes.length ? `${nodes.join('\n')}\n` : ''} neighbor ${v6.uplink.spine} remote-as ${t.spine.asn}
- neighbor ${v6.uplink.spine} description IPv6 uplink to ${t.spine.name}
- neighbor ${v6.uplink.spine} timers connect 1`;
+ ! Sessions over ${f.family === 'ipv4' ? 'IPv4' : 'IPv6'} with the speakers of rack ${rack.name}: any ASN but ${rack.asn}.
+ neighbor ${group} peer-group
+ neighbor ${group} remote-as external
+ neighbor ${group} timers connect 1${rack.password === undefined ? '' : `
+ neighbor ${group} password ${rack.password}`}
+ bgp listen range ${f.subnet} peer-group ${group}
+${nodes.length ? `${nodes.join('\n')}\n` : ''} neighbor ${f.uplink.spine} remote-as ${t.spine.asn}
+ neighbor ${f.uplink.spine} description uplink to ${t.spine.name}${v6}
+ neighbor ${f.uplink.spine} timers connect 1`;
 }
 
-function leafIpv6Families(rack: RackTopology, v6: RackIpv6, limit: number): string {
+function leafAddressFamily(f: RackFamily, limit: number): string {
+  const group = `speakers${f.suffix}`;
   return `
- address-family ipv6 unicast
-  neighbor speakers6 activate
-  neighbor speakers6 route-map RACKLB_NONE out
-  neighbor ${v6.uplink.spine} activate
-  neighbor ${v6.uplink.spine} next-hop-self
+ address-family ${f.family} unicast
+  neighbor ${group} activate
+  neighbor ${group} route-map RACKLB_NONE out
+  neighbor ${f.uplink.spine} activate
+  neighbor ${f.uplink.spine} next-hop-self
   maximum-paths ${limit}
  exit-address-family`;
 }
@@ -146,15 +133,23 @@ export function spineFrrConfig(t: Topology, opts: FrrOptions = {}): string {
   const limit = opts.ecmpLimit ?? 64;
   const routerId = t.racks.map((r) => r.uplink.spine).sort(compareAddresses)[0];
   if (routerId === undefined) throw new RacklbError('RACKLB_LAB', 'spineFrrConfig: the topology has no racks');
-  const neighbors = t.racks.map((r) => ` neighbor ${r.uplink.leaf} remote-as ${r.asn}\n neighbor ${r.uplink.leaf} description leaf ${r.name}\n neighbor ${r.uplink.leaf} timers connect 1`);
-  const activate = t.racks.map((r) => `  neighbor ${r.uplink.leaf} activate\n  neighbor ${r.uplink.leaf} route-map RACKLB_NONE out`);
-  const v6 = t.racks.flatMap((r) => (r.ipv6 === undefined ? [] : [{ rack: r, leaf: r.ipv6.uplink.leaf }]));
-  const neighbors6 = v6.map(({ rack, leaf }) => ` neighbor ${leaf} remote-as ${rack.asn}\n neighbor ${leaf} description leaf ${rack.name} (IPv6)\n neighbor ${leaf} timers connect 1`);
-  // The leaf also sends its link-local address as next hop; the spine installs the global one, so
-  // tables name the uplink addresses of the topology (as BIRD's `next hop prefer global`).
-  const activate6 = v6.map(({ leaf }) => `  neighbor ${leaf} activate\n  neighbor ${leaf} route-map RACKLB_NONE out\n  neighbor ${leaf} route-map RACKLB_PREFER_GLOBAL in`);
+  const leaves = t.racks.flatMap((rack) => rackFamilies(rack).map((f) => ({ rack, f })));
+  const neighbors = leaves.map(({ rack, f }) => ` neighbor ${f.uplink.leaf} remote-as ${rack.asn}\n neighbor ${f.uplink.leaf} description leaf ${rack.name}${f.family === 'ipv6' ? ' (IPv6)' : ''}\n neighbor ${f.uplink.leaf} timers connect 1`);
+  const ipv6 = leaves.some(({ f }) => f.family === 'ipv6');
+  const addressFamily = (family: 'ipv4' | 'ipv6'): string => {
+    // The leaf also sends its link-local address as an IPv6 next hop; the spine installs the global
+    // one, so tables name the uplink addresses of the topology (as BIRD's `next hop prefer global`).
+    const activate = leaves
+      .filter(({ f }) => f.family === family)
+      .map(({ f }) => `  neighbor ${f.uplink.leaf} activate\n  neighbor ${f.uplink.leaf} route-map RACKLB_NONE out${family === 'ipv6' ? `\n  neighbor ${f.uplink.leaf} route-map RACKLB_PREFER_GLOBAL in` : ''}`);
+    return `
+ address-family ${family} unicast
+${activate.join('\n')}
+  maximum-paths ${limit}
+ exit-address-family`;
+  };
   return `${header('spine router', t.spine.name)}${
-    v6.length
+    ipv6
       ? `
 route-map RACKLB_PREFER_GLOBAL permit 10
  set ipv6 next-hop prefer-global
@@ -162,20 +157,8 @@ route-map RACKLB_PREFER_GLOBAL permit 10
       : ''
   }
 ${common(t.spine.asn, routerId)}
-${[...neighbors, ...neighbors6].join('\n')}
- !
- address-family ipv4 unicast
-${activate.join('\n')}
-  maximum-paths ${limit}
- exit-address-family${
-   v6.length
-     ? `
- address-family ipv6 unicast
-${activate6.join('\n')}
-  maximum-paths ${limit}
- exit-address-family`
-     : ''
- }
+${neighbors.join('\n')}
+ !${addressFamily('ipv4')}${ipv6 ? addressFamily('ipv6') : ''}
 exit
 !
 `;

@@ -60,6 +60,28 @@ export interface RackIpv6 {
   uplink: { spine: string; leaf: string; prefix: string };
 }
 
+/** One address family of a rack as the routers' BGP sessions see it, and the suffix its session names get. */
+export interface RackFamily {
+  family: 'ipv4' | 'ipv6';
+  /** '' for IPv4, whose names predate IPv6 in the lab; '6' for IPv6. */
+  suffix: '' | '6';
+  router: string;
+  subnet: string;
+  uplink: { spine: string; leaf: string };
+  nodes: { name: string; ip: string; index: number }[];
+  /** Prefix of the names BIRD gives dynamic sessions: speaker1, ... / speaker_v6_1, ... */
+  dynamicName: string;
+}
+
+/** The rack's families: IPv4 always, IPv6 when the rack has `subnet6` (its nodes with an `ip6`). */
+export function rackFamilies(rack: RackTopology): RackFamily[] {
+  const v4: RackFamily = { family: 'ipv4', suffix: '', router: rack.router, subnet: rack.subnet, uplink: rack.uplink, nodes: rack.nodes.map((n, index) => ({ name: n.name, ip: n.ip, index })), dynamicName: 'speaker' };
+  const v6 = rack.ipv6;
+  if (v6 === undefined) return [v4];
+  const nodes6 = rack.nodes.flatMap((n, index) => (n.ip6 === undefined ? [] : [{ name: n.name, ip: n.ip6, index }]));
+  return [v4, { family: 'ipv6', suffix: '6', router: v6.router, subnet: v6.subnet, uplink: v6.uplink, nodes: nodes6, dynamicName: 'speaker_v6_' }];
+}
+
 export const MAX_RACKS = 16;
 export const MAX_NODES_PER_RACK = 64;
 /** Uplink /31s left out of the file are taken from here, in rack order. */
