@@ -13,6 +13,7 @@ import { assignPeers } from '../../src/core/peers.js';
 import { nextHopCandidate } from '../../src/core/rack.js';
 import { serviceIpIntent } from '../../src/core/intents.js';
 import type { Allocation, KubeRecord } from '../../src/core/types.js';
+import { formatServiceIps } from '../../src/store/keys.js';
 import { ALLOCATION_INDEX_COMPLETE, type StoredObject, type Store } from '../../src/store/store.js';
 import { bgpConf, bgpPeer, eip, node, service } from '../../test/helpers/fixtures.js';
 
@@ -159,7 +160,7 @@ export async function seed(store: Store, shape: ClusterShape): Promise<void> {
     const ip = ipOfIndex(i);
     const allocation: Allocation = { ip, pool: pool.name, services: [s.key] };
     pipe.hset(k.allocations(), ip, JSON.stringify(allocation));
-    pipe.hset(k.serviceIps(), s.key, ip);
+    pipe.hset(k.serviceIps(), s.key, formatServiceIps([ip]) ?? ip);
     pipe.hset(k.intents(), ip, JSON.stringify(serviceIpIntent(ip, [s], [])));
     pipe.zadd(k.allocationIndex(), 198 * 2 ** 24 + 18 * 2 ** 16 + i, ip);
     queued += 4;

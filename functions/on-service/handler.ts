@@ -3,14 +3,15 @@
  * intent of every Service IP (which nodes may carry it: all eligible ones, or with
  * externalTrafficPolicy Local only those with a ready endpoint).
  */
-import { addressesConsulted, checkPoolOverlap, allocate, lowestFreeAt, type LowestFree } from '../../src/core/ipam.js';
-import { parseIp } from '../../src/core/ip.js';
+import { addressesConsulted, allocateFamilies, checkPoolOverlap, familyViews, formatPending, lowestFreeAt, requestsByFamily, type LowestFree } from '../../src/core/ipam.js';
+import { familyName, parseIp } from '../../src/core/ip.js';
 import { identify, parseEip, parseEndpointSlice, parseService } from '../../src/core/objects.js';
 import { serviceIpIntent } from '../../src/core/intents.js';
-import type { Allocation, EipRecord, EndpointSliceRecord, Outcome, ServiceRecord } from '../../src/core/types.js';
+import type { Allocation, EipRecord, EndpointSliceRecord, Family, Outcome, ServiceRecord } from '../../src/core/types.js';
 import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
 import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
+import { formatServiceIps, parseServiceIps } from '../../src/store/keys.js';
 import { ALLOCATION_INDEX_COMPLETE, storedVersion, type Reader, type TxWriter } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-service', kinds: ['Service', 'EndpointSlice', 'Eip'], handle };
@@ -29,9 +30,11 @@ export async function handle(event: KubeEvent, deps: FunctionDeps): Promise<Outc
 class AllocationPlan {
   readonly allocations: Map<string, Allocation>;
   private readonly original: Map<string, string>;
-  readonly serviceIps: Map<string, string>;
-  /** Service IPs as read, so that an unchanged one is not written (a write would fail every concurrent transaction that WATCHes the hash). */
+  /** Service -> its addresses, in spec.ipFamilies order. */
+  readonly serviceIps: Map<string, string[]>;
+  /** Service IPs as read (the stored values), so that an unchanged one is not written (a write would fail every concurrent transaction that WATCHes the hash). */
   private readonly originalServiceIps: ReadonlyMap<string, string>;
+  /** Service -> its stored value as it will be (undefined: deleted). */
   readonly serviceIpChanges = new Map<string, string | undefined>();
   readonly pendingChanges = new Map<string, string | undefined>();
   readonly touchedIps = new Set<string>();
@@ -45,8 +48,8 @@ class AllocationPlan {
   constructor(allocations: Map<string, Allocation>, serviceIps: Record<string, string>) {
     this.allocations = allocations;
     this.original = new Map([...allocations].map(([ip, a]) => [ip, JSON.stringify(a)]));
-    this.serviceIps = new Map(Object.entries(serviceIps));
-    this.originalServiceIps = new Map(this.serviceIps);
+    this.serviceIps = new Map(Object.entries(serviceIps).map(([key, value]) => [key, parseServiceIps(value)]));
+    this.originalServiceIps = new Map(Object.entries(serviceIps));
   }
 
   static async load(r: Reader): Promise<AllocationPlan> {
@@ -64,16 +67,12 @@ class AllocationPlan {
    * Services. Only a Service that needs the lowest free address reads every allocation.
    */
   static async loadForService(r: Reader, key: string, record: ServiceRecord | undefined, pools: readonly EipRecord[], read: ServiceAllocationRead): Promise<AllocationPlan> {
-    const { current, allocations } = read;
-    const currentAllocation = current === undefined ? undefined : allocations.get(current);
-    const consulted = record ? addressesConsulted(record, pools, currentAllocation) : [];
-    if (!Array.isArray(consulted)) {
-      const lowest = (await read.indexComplete) ? await lowestFromIndex(r, consulted.lowestFreeIn, key, currentAllocation) : undefined;
-      if (lowest === undefined) return AllocationPlan.load(r);
-      const plan = new AllocationPlan(allocations, current === undefined ? {} : { [key]: current });
-      plan.lowest = lowest;
-      return plan;
-    }
+    const { stored, allocations } = read;
+    const own = stored === undefined ? {} : { [key]: stored };
+    const currentAllocations = parseServiceIps(stored).flatMap((ip) => allocations.get(ip) ?? []);
+    // Per family of the Service (one for a single-stack Service), as allocateFamilies will ask.
+    const perFamily = record ? familyViews(record, pools, currentAllocations).map((v) => (v.ok ? addressesConsulted(v.service, pools, v.current) : [])) : [];
+    const consulted = perFamily.flatMap((c) => (Array.isArray(c) ? c : []));
     const missing = consulted.filter((ip) => !read.fetched.has(ip));
     if (missing.length > 0) {
       const values = await r.redis.hmget(r.keys.allocations(), ...missing);
@@ -82,12 +81,20 @@ class AllocationPlan {
         if (a) allocations.set(ip, a);
       });
     }
-    return new AllocationPlan(allocations, current === undefined ? {} : { [key]: current });
+    if (perFamily.some((c) => !Array.isArray(c))) {
+      const searched = perFamily.flatMap((c) => (Array.isArray(c) ? [] : c.lowestFreeIn));
+      const lowest = (await read.indexComplete) ? await lowestFromIndex(r, searched, key, currentAllocations) : undefined;
+      if (lowest === undefined) return AllocationPlan.load(r);
+      const plan = new AllocationPlan(allocations, own);
+      plan.lowest = lowest;
+      return plan;
+    }
+    return new AllocationPlan(allocations, own);
   }
 
-  /** Whether `service`'s IP differs from what was read. */
-  serviceIpChanged(service: string, ip: string | undefined): boolean {
-    return this.originalServiceIps.get(service) !== ip;
+  /** Whether `service`'s stored value differs from what was read. */
+  serviceIpChanged(service: string, value: string | undefined): boolean {
+    return this.originalServiceIps.get(service) !== value;
   }
 
   private release(service: string, ip: string): void {
@@ -99,36 +106,49 @@ class AllocationPlan {
     this.touchedIps.add(ip);
   }
 
-  /** Gives `service` an IP (or keeps its own), or records why it has none. Returns a sentence. */
+  /**
+   * Gives `service` an IP per family (or keeps its own), or records why a family has none. Every
+   * address it held is released first and each family then allocated as a single-stack Service
+   * would be, so a move or a release of either family frees the old address. Returns a sentence.
+   */
   assign(key: string, record: ServiceRecord | undefined, pools: readonly EipRecord[]): string {
     this.overrides.set(key, record);
-    const current = this.serviceIps.get(key);
-    const currentAllocation = current === undefined ? undefined : this.allocations.get(current);
-    if (current !== undefined) this.release(key, current);
+    const current = this.serviceIps.get(key) ?? [];
+    const currentAllocations = current.flatMap((ip) => this.allocations.get(ip) ?? []);
+    for (const ip of current) this.release(key, ip);
     if (!record || !record.managed) {
-      this.setServiceIp(key, undefined);
+      this.setServiceIps(key, []);
       this.pendingChanges.set(key, undefined);
-      return current ? `released ${current}` : 'not managed by racklb';
+      return current.length > 0 ? `released ${current.join(', ')}` : 'not managed by racklb';
     }
-    const result = allocate(record, pools, [...this.allocations.values()], currentAllocation, this.lowest);
-    if (!result.ok) {
-      this.setServiceIp(key, undefined);
-      this.pendingChanges.set(key, result.reason);
-      return `no IP: ${result.reason}`;
+    const results = allocateFamilies(record, pools, [...this.allocations.values()], currentAllocations, this.lowest);
+    const ips: string[] = [];
+    const missing: { family: Family | undefined; reason: string }[] = [];
+    const sentences: string[] = [];
+    // A family's label only where there are two: a single-stack Service's sentence is as it was.
+    const label = (family: Family | undefined): string => (record.dualStack && family ? `${familyName(family)} ` : '');
+    for (const { family, result } of results) {
+      if (!result.ok) {
+        missing.push({ family, reason: result.reason });
+        sentences.push(`${record.dualStack && family ? `no ${familyName(family)} IP` : 'no IP'}: ${result.reason}`);
+        continue;
+      }
+      const held = this.allocations.get(result.ip);
+      const services = [...new Set([...(held?.services ?? []), key])].sort();
+      this.allocations.set(result.ip, { ip: result.ip, pool: result.pool, services });
+      this.touchedIps.add(result.ip);
+      ips.push(result.ip);
+      sentences.push(`${label(family)}${result.ip} from Eip ${result.pool}${result.shared ? ` (shared with ${services.filter((s) => s !== key).join(', ')})` : ''}`);
     }
-    const held = this.allocations.get(result.ip);
-    const services = [...new Set([...(held?.services ?? []), key])].sort();
-    this.allocations.set(result.ip, { ip: result.ip, pool: result.pool, services });
-    this.touchedIps.add(result.ip);
-    this.setServiceIp(key, result.ip);
-    this.pendingChanges.set(key, undefined);
-    return `${result.ip} from Eip ${result.pool}${result.shared ? ` (shared with ${services.filter((s) => s !== key).join(', ')})` : ''}`;
+    this.setServiceIps(key, ips);
+    this.pendingChanges.set(key, formatPending(record, missing));
+    return sentences.join('; ');
   }
 
-  private setServiceIp(key: string, ip: string | undefined): void {
-    if (ip === undefined) this.serviceIps.delete(key);
-    else this.serviceIps.set(key, ip);
-    this.serviceIpChanges.set(key, ip);
+  private setServiceIps(key: string, ips: string[]): void {
+    if (ips.length === 0) this.serviceIps.delete(key);
+    else this.serviceIps.set(key, ips);
+    this.serviceIpChanges.set(key, formatServiceIps(ips));
   }
 
   changedAllocations(): { ip: string; json: string | undefined }[] {
@@ -142,9 +162,10 @@ class AllocationPlan {
   }
 }
 
-/** A Service's current IP and the allocations at it and at the IP it requests, read together. */
+/** A Service's current IPs and the allocations at them and at the IPs it requests, read together. */
 interface ServiceAllocationRead {
-  current: string | undefined;
+  /** The Service's stored value (see parseServiceIps). */
+  stored: string | undefined;
   fetched: Set<string>;
   allocations: Map<string, Allocation>;
   /** Whether the allocation index is complete; asked only when the Service may need the lowest free address. */
@@ -160,18 +181,20 @@ function ipv4Number(ip: string): number | undefined {
 /**
  * The lowest free address of each pool from the allocation index, as `allocate` would find it by
  * scanning every allocation; undefined when the index cannot answer (an IPv6 pool). The Service's
- * own current address counts as free when it holds it alone: `assign` releases it before allocating.
+ * own current addresses count as free when it holds them alone: `assign` releases them before allocating.
  */
-async function lowestFromIndex(r: Reader, pools: readonly EipRecord[], key: string, current: Allocation | undefined): Promise<LowestFree | undefined> {
+async function lowestFromIndex(r: Reader, pools: readonly EipRecord[], key: string, current: readonly Allocation[]): Promise<LowestFree | undefined> {
   const bounds = pools.map((p) => ({ pool: p, first: ipv4Number(p.firstIp), last: ipv4Number(p.lastIp) }));
   if (bounds.some((b) => b.first === undefined || b.last === undefined)) return undefined;
   const offsets = await Promise.all(bounds.map((b) => r.lowestFreeOffset(b.first as number, b.last as number)));
-  const released = current !== undefined && current.services.every((s) => s === key) ? ipv4Number(current.ip) : undefined;
+  const released = current.filter((a) => a.services.every((s) => s === key)).flatMap((a) => ipv4Number(a.ip) ?? []);
   const answers = new Map<string, ReturnType<LowestFree>>();
   bounds.forEach((b, i) => {
     let offset = offsets[i];
     const first = b.first as number;
-    if (released !== undefined && released >= first && released <= (b.last as number) && (offset === undefined || released - first < offset)) offset = released - first;
+    for (const ip of released) {
+      if (ip >= first && ip <= (b.last as number) && (offset === undefined || ip - first < offset)) offset = ip - first;
+    }
     answers.set(b.pool.name, lowestFreeAt(b.pool, offset === undefined ? undefined : BigInt(offset)));
   });
   return (pool) => answers.get(pool.name) ?? { ip: undefined, scanned: 0 };
@@ -179,13 +202,14 @@ async function lowestFromIndex(r: Reader, pools: readonly EipRecord[], key: stri
 
 async function readServiceAllocation(r: Reader, key: string, record: ServiceRecord | undefined): Promise<ServiceAllocationRead> {
   const k = r.keys;
-  const mayNeedLowest = record?.managed === true && record.requestedIp === undefined;
+  const requests = record?.managed === true ? requestsByFamily(record) : [];
+  const mayNeedLowest = requests.some((ip) => ip === undefined);
   const indexComplete = mayNeedLowest ? r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE).then((v) => v !== null) : Promise.resolve(false);
   indexComplete.catch(() => undefined);
-  const current = (await r.redis.hget(k.serviceIps(), key)) ?? undefined;
-  // The addresses `allocate` looks at are almost always the current or the requested one: fetched
+  const stored = (await r.redis.hget(k.serviceIps(), key)) ?? undefined;
+  // The addresses `allocate` looks at are almost always the current or the requested ones: fetched
   // now, without waiting to know which (see addressesConsulted).
-  const fetched = new Set([current, record?.managed ? record.requestedIp : undefined].filter((ip): ip is string => ip !== undefined));
+  const fetched = new Set([...parseServiceIps(stored), ...requests].filter((ip): ip is string => ip !== undefined));
   const ips = [...fetched];
   const values = ips.length > 0 ? await r.redis.hmget(k.allocations(), ...ips) : [];
   const allocations = new Map<string, Allocation>();
@@ -193,7 +217,7 @@ async function readServiceAllocation(r: Reader, key: string, record: ServiceReco
     const a = parseAllocation(values[i] ?? null);
     if (a) allocations.set(ip, a);
   });
-  return { current, fetched, allocations, indexComplete };
+  return { stored, fetched, allocations, indexComplete };
 }
 
 /** One stored allocation; a malformed one counts as absent, as `Reader.hashJson` skips it. */
@@ -264,9 +288,9 @@ function writeAllocationPlan(w: TxWriter, plan: AllocationPlan): void {
     w.multi.del(k.allocationIndex());
     w.multi.zadd(k.allocationIndex(), ...members);
   }
-  for (const [service, ip] of plan.serviceIpChanges) {
-    if (!plan.serviceIpChanged(service, ip)) continue;
-    if (ip) w.multi.hset(k.serviceIps(), service, ip);
+  for (const [service, value] of plan.serviceIpChanges) {
+    if (!plan.serviceIpChanged(service, value)) continue;
+    if (value) w.multi.hset(k.serviceIps(), service, value);
     else w.multi.hdel(k.serviceIps(), service);
   }
   for (const [service, reason] of plan.pendingChanges) {
@@ -321,8 +345,8 @@ async function handleSlice(event: KubeEvent, { store }: FunctionDeps, id: Identi
     for (const s of services) await r.redis.watch(k.serviceEndpoints(s));
     const intents: { ip: string; json: string | undefined }[] = [];
     for (const s of services) {
-      const ip = await r.redis.hget(k.serviceIps(), s);
-      if (ip) intents.push(...(await planIntents(r, [ip], undefined, { service: s, sliceKey: id.key, slice: record?.service === s ? record : undefined })));
+      const ips = parseServiceIps(await r.redis.hget(k.serviceIps(), s));
+      if (ips.length > 0) intents.push(...(await planIntents(r, ips, undefined, { service: s, sliceKey: id.key, slice: record?.service === s ? record : undefined })));
     }
     return {
       result: { outcome: 'applied', detail: `EndpointSlice ${id.key}${deleting ? ' deleted' : `: ready endpoints on ${record?.readyNodes.length ? record.readyNodes.join(', ') : 'no node'}`}` },
@@ -358,9 +382,9 @@ async function handleEip(event: KubeEvent, { store }: FunctionDeps, id: Identity
     const records = new Map((await r.records('Service', affected)).map((s) => [s.key, s]));
     const sentences: string[] = [];
     for (const key of affected) {
-      const before = plan.serviceIps.get(key);
+      const before = formatServiceIps(plan.serviceIps.get(key) ?? []);
       plan.assign(key, records.get(key), pools);
-      const after = plan.serviceIps.get(key);
+      const after = formatServiceIps(plan.serviceIps.get(key) ?? []);
       if (before !== after) sentences.push(`${key}: ${before ?? 'none'} -> ${after ?? 'none'}`);
     }
     const intents = await planIntents(r, plan.touchedIps, plan);

@@ -64,6 +64,11 @@ function bytesToBigInt(bytes: readonly number[]): bigint {
   return n;
 }
 
+/** The family as Kubernetes spells it (spec.ipFamilies), for messages. */
+export function familyName(family: Family): string {
+  return family === 'ipv4' ? 'IPv4' : 'IPv6';
+}
+
 export function bitsOf(family: Family): number {
   return family === 'ipv4' ? 32 : 128;
 }

@@ -6,7 +6,7 @@
 import { invalidField } from '../errors.js';
 import { ANNOTATIONS, type Allocation, type EipRecord, type Family, type ServiceRecord } from './types.js';
 import { keyPath } from './fields.js';
-import { bitsOf, formatIp, ipKey, keyOf, parseIp } from './ip.js';
+import { bitsOf, familyName, formatIp, ipKey, keyOf, parseIp } from './ip.js';
 import { matchesSelector } from './selector.js';
 
 const ADDRESS_RULE = 'must be an IP address, a CIDR (192.0.2.0/24) or a range (192.0.2.10-192.0.2.20)';
@@ -90,9 +90,10 @@ export function checkPoolOverlap(eip: EipRecord, others: readonly EipRecord[]): 
       throw invalidField('spec.address', `overlaps Eip "${other.name}" (${other.address})`, eip.address);
     }
   }
-  const otherDefault = eip.isDefault ? rest.find((o) => o.isDefault) : undefined;
+  // One per family, so that a dual-stack Service finds a default pool for each of its addresses.
+  const otherDefault = eip.isDefault ? rest.find((o) => o.isDefault && o.family === eip.family) : undefined;
   if (otherDefault !== undefined) {
-    throw invalidField(DEFAULT_FIELD, `only one Eip may be the default pool, and Eip "${otherDefault.name}" already is`);
+    throw invalidField(DEFAULT_FIELD, `only one Eip per IP family may be the default pool, and Eip "${otherDefault.name}" already is the ${familyName(eip.family)} one`);
   }
 }
 
@@ -155,6 +156,105 @@ export function allocate(
   }
   if (choice.pools.length === 1 && first !== undefined) return fail(`no free address in pool "${first.name}" (${inUse} in use)`);
   return fail(`no free address in pools ${choice.pools.map((p) => `"${p.name}"`).join(', ')} (${inUse} in use)`);
+}
+
+/**
+ * One IP family of a Service as `allocate` sees it: the Service as if it were single-stack in that
+ * family, with the address it holds there. A single-stack Service is its own only view (family: its
+ * first, or undefined for "whatever the pool gives"), so it is allocated exactly as before
+ * dual-stack. A family that the pools the Service names cannot serve has a reason instead.
+ */
+export type FamilyView =
+  | { family: Family | undefined; ok: true; service: ServiceRecord; current: Allocation | undefined }
+  | { family: Family; ok: false; reason: string; current: Allocation | undefined };
+
+/**
+ * Views made for one family of a dual-stack Service: a reason then names that family rather than
+ * the Service's "first" one. Module-private, so a view never leaves this module marked.
+ */
+const dualStackViews = new WeakSet<ServiceRecord>();
+
+/** `current`: every address the Service holds now (one per family at most). */
+export function familyViews(service: ServiceRecord, pools: readonly EipRecord[], current: readonly Allocation[]): FamilyView[] {
+  const dual = service.dualStack;
+  if (dual === undefined) {
+    const family = service.ipFamilies[0];
+    return [{ family, ok: true, service, current: currentIn(family, current) }];
+  }
+  return service.ipFamilies.map((family): FamilyView => {
+    const mine = currentIn(family, current);
+    const pool = poolOfFamily(dual.requestedPools, family, pools);
+    if (!pool.ok) return { family, ok: false, reason: pool.reason, current: mine };
+    const view: ServiceRecord = { ...service, ipFamilies: [family], requestedIp: dual.requestedIps[family], requestedPool: pool.name, dualStack: undefined };
+    dualStackViews.add(view);
+    return { family, ok: true, service: view, current: mine };
+  });
+}
+
+function currentIn(family: Family | undefined, current: readonly Allocation[]): Allocation | undefined {
+  return family === undefined ? current[0] : current.find((a) => parseIp(a.ip)?.family === family);
+}
+
+/**
+ * Which named pool serves `family`. Naming pools restricts every family to them, as a single named
+ * pool restricts a single-stack Service: a family none of them serves gets no address.
+ */
+function poolOfFamily(names: readonly string[], family: Family, pools: readonly EipRecord[]): { ok: true; name: string | undefined } | { ok: false; reason: string } {
+  if (names.length === 0) return { ok: true, name: undefined };
+  const found = names.map((name) => ({ name, pool: pools.find((p) => p.name === name) }));
+  const mine = found.filter((f) => f.pool?.family === family);
+  if (mine.length > 1) {
+    return fail(`pools ${mine.map((f) => `"${f.name}"`).join(' and ')} (annotation ${ANNOTATIONS.pool}) are both ${familyName(family)}: name one pool per IP family`);
+  }
+  if (mine[0] !== undefined) return { ok: true, name: mine[0].name };
+  // An Eip racklb does not know (yet) may be this family's: allocate reports that it does not exist.
+  const unknown = found.find((f) => f.pool === undefined);
+  if (unknown !== undefined) return { ok: true, name: unknown.name };
+  const others = found.map((f) => `"${f.name}" is ${familyName(f.pool?.family ?? family)}`).join(', ');
+  return fail(`the annotation ${ANNOTATIONS.pool} names no ${familyName(family)} pool (${others})`);
+}
+
+export interface FamilyAllocation {
+  family: Family | undefined;
+  result: AllocationResult;
+}
+
+/**
+ * `allocate` for every family of the Service, in spec.ipFamilies order; each family independent of
+ * the other, so PreferDualStack and RequireDualStack alike keep what they can get. `current` and
+ * `lowest` are as for allocate (`current`: every address the Service holds now).
+ */
+export function allocateFamilies(
+  service: ServiceRecord,
+  pools: readonly EipRecord[],
+  allocations: readonly Allocation[],
+  current: readonly Allocation[],
+  lowest?: LowestFree,
+): FamilyAllocation[] {
+  return familyViews(service, pools, current).map((v) => ({ family: v.family, result: v.ok ? allocate(v.service, pools, allocations, v.current, lowest) : fail(v.reason) }));
+}
+
+/** Per family, the address the Service asks for, or undefined where it takes the lowest free one. */
+export function requestsByFamily(service: ServiceRecord): (string | undefined)[] {
+  const dual = service.dualStack;
+  return dual === undefined ? [service.requestedIp] : service.ipFamilies.map((f) => dual.requestedIps[f]);
+}
+
+/**
+ * The pending reason of a Service (Keys.pending()): a single-stack Service's reason as it is; a
+ * dual-stack Service's names each family without an address ("IPv6: no free address ..."), also
+ * when the other family has one.
+ */
+export function formatPending(service: ServiceRecord, missing: readonly { family: Family | undefined; reason: string }[]): string | undefined {
+  if (missing.length === 0) return undefined;
+  if (service.dualStack === undefined) return missing[0]?.reason;
+  return missing.map((m) => `${m.family === undefined ? '' : `${familyName(m.family)}: `}${m.reason}`).join('; ');
+}
+
+/** The reason `formatPending` recorded for one family of a dual-stack Service. */
+export function pendingOfFamily(pending: string | undefined, family: Family): string | undefined {
+  const head = `${familyName(family)}: `;
+  return pending?.split(/; (?=IPv[46]: )/).find((part) => part.startsWith(head))?.slice(head.length);
 }
 
 /** The lowest free address of a pool and how many addresses the search passed (see lowestFree). */
@@ -228,14 +328,14 @@ export type PoolChoiceReason =
 
 type PoolChoice = { ok: true; pools: EipRecord[]; by: Exclude<PoolChoiceReason, 'keptWhileItFits'> } | { ok: false; reason: string };
 
-function familyName(f: Family): string {
-  return f === 'ipv4' ? 'IPv4' : 'IPv6';
-}
-
 function choosePools(service: ServiceRecord, pools: readonly EipRecord[]): PoolChoice {
   const family = service.ipFamilies[0];
   const wrongFamily = (what: string, f: Family): PoolChoice =>
-    fail(`${what} is ${familyName(f)} but the Service's first IP family is ${familyName(family ?? f)}`);
+    fail(
+      dualStackViews.has(service)
+        ? `${what} is ${familyName(f)}, not ${familyName(family ?? f)} (a dual-stack Service needs a pool of each family)`
+        : `${what} is ${familyName(f)} but the Service's first IP family is ${familyName(family ?? f)}`,
+    );
   const ip = service.requestedIp;
   const ipFamily = ip === undefined ? undefined : parseIp(ip)?.family;
   if (ip !== undefined && ipFamily !== undefined && family !== undefined && ipFamily !== family) {
@@ -259,7 +359,9 @@ function choosePools(service: ServiceRecord, pools: readonly EipRecord[]): PoolC
   }
   const bound = namespacePools(service.namespace, pools, family);
   if (bound.length > 0) return { ok: true, pools: bound, by: 'namespacePool' };
-  const dflt = pools.filter((p) => p.isDefault).sort((a, b) => cmp(a.name, b.name))[0];
+  const defaults = pools.filter((p) => p.isDefault).sort((a, b) => cmp(a.name, b.name));
+  // One default pool per family: the Service's own family's, else the other's says why not.
+  const dflt = defaults.find((p) => family === undefined || p.family === family) ?? defaults[0];
   if (dflt === undefined) return fail(`no enabled Eip is bound to namespace "${service.namespace}" and there is no default Eip`);
   if (dflt.disable) return fail(`the default pool "${dflt.name}" is disabled`);
   if (family !== undefined && dflt.family !== family) return wrongFamily(`the default pool "${dflt.name}"`, dflt.family);
@@ -276,9 +378,13 @@ export interface AllocationOrigin {
 }
 
 export function allocationOrigin(service: ServiceRecord, allocation: Allocation, pools: readonly EipRecord[]): AllocationOrigin {
-  const requested = service.requestedIp !== undefined && ipKey(service.requestedIp) === ipKey(allocation.ip);
-  const choice = choosePools(service, pools);
-  const by: PoolChoiceReason = choice.ok && choice.pools.some((p) => p.name === allocation.pool) ? choice.by : 'keptWhileItFits';
+  // A dual-stack Service's address came from the rules of its family's view.
+  const family = parseIp(allocation.ip)?.family;
+  const view = familyViews(service, pools, [allocation]).find((v) => service.dualStack === undefined || v.family === family);
+  const requestedIp = view?.ok ? view.service.requestedIp : undefined;
+  const requested = requestedIp !== undefined && ipKey(requestedIp) === ipKey(allocation.ip);
+  const choice = view?.ok ? choosePools(view.service, pools) : undefined;
+  const by: PoolChoiceReason = choice?.ok && choice.pools.some((p) => p.name === allocation.pool) ? choice.by : 'keptWhileItFits';
   return { requested, by, sharedWith: allocation.services.filter((s) => s !== service.key) };
 }
 

@@ -16,11 +16,13 @@ import {
   requireDnsSubdomain,
   requireObject,
 } from './fields.js';
-import { normalizeIp, requireIp } from './ip.js';
+import { familyName, IP_RULE, normalizeIp, parseIp, requireIp, type ParsedIp } from './ip.js';
 import { readAnnotation, readHeader, readLabels } from './meta.js';
 import {
   ANNOTATIONS,
   LABELS,
+  type DualStack,
+  type DualStackPolicy,
   type EndpointSliceRecord,
   type Family,
   type KubeRecord,
@@ -99,19 +101,39 @@ export function parseService(raw: unknown): ServiceRecord {
   const spec = optionalObject(own(obj, 'spec'), 'spec') ?? {};
   const type = optionalString(own(spec, 'type'), 'spec.type') ?? 'ClusterIP';
   const managed = type === 'LoadBalancer' && readAnnotation(metadata, ANNOTATIONS.optIn) === ANNOTATIONS.optInValue;
-  return {
-    kind: 'Service',
+  const base = {
+    kind: 'Service' as const,
     ...meta,
     namespace,
     labels: readLabels(metadata),
     managed,
     externalTrafficPolicy: trafficPolicy(own(spec, 'externalTrafficPolicy')),
-    // A Service racklb does not own may carry another load balancer's notion of these fields; they
-    // are neither racklb's to judge nor used, so only an owned Service has them validated.
-    requestedIp: managed ? requestedIp(metadata, spec) : undefined,
-    requestedPool: managed ? requestedPool(metadata) : undefined,
-    ipFamilies: ipFamilies(own(spec, 'ipFamilies')),
   };
+  const listed = ipFamilies(own(spec, 'ipFamilies'));
+  const policy = ipFamilyPolicy(own(spec, 'ipFamilyPolicy'));
+  // PreferDualStack with one family is what the API server leaves on a single-stack cluster: single-stack.
+  const dual = policy === 'RequireDualStack' || (policy === 'PreferDualStack' && listed.length === 2);
+  const families: Family[] = dual ? [...listed, ...(['ipv4', 'ipv6'] as const).filter((f) => !listed.includes(f))] : listed;
+  // A Service racklb does not own may carry another load balancer's notion of these fields; they
+  // are neither racklb's to judge nor used, so only an owned Service has them validated.
+  if (!managed) return { ...base, requestedIp: undefined, requestedPool: undefined, ipFamilies: families };
+  const ip = requestedIpText(metadata, spec);
+  const pool = requestedPoolText(metadata);
+  if (!dual) {
+    return { ...base, requestedIp: ip && singleStackIp(ip, families[0]), requestedPool: pool && singleStackPool(pool), ipFamilies: families };
+  }
+  const dualStack: DualStack = { policy: policy as DualStackPolicy, requestedIps: ip ? ipsPerFamily(ip) : {}, requestedPools: pool ? poolList(pool) : [] };
+  return { ...base, requestedIp: undefined, requestedPool: undefined, ipFamilies: families, dualStack };
+}
+
+const IP_FAMILY_POLICIES: readonly string[] = ['SingleStack', 'PreferDualStack', 'RequireDualStack'];
+
+/** spec.ipFamilyPolicy; absent is SingleStack, as the API server defaults it. */
+function ipFamilyPolicy(raw: unknown): string {
+  const v = optionalString(raw, 'spec.ipFamilyPolicy');
+  if (v === undefined) return 'SingleStack';
+  if (!IP_FAMILY_POLICIES.includes(v)) throw invalidField('spec.ipFamilyPolicy', 'must be SingleStack, PreferDualStack or RequireDualStack', v);
+  return v;
 }
 
 function trafficPolicy(raw: unknown): TrafficPolicy {
@@ -121,20 +143,82 @@ function trafficPolicy(raw: unknown): TrafficPolicy {
   throw invalidField('spec.externalTrafficPolicy', 'must be Cluster or Local', v);
 }
 
-/** The annotation wins over spec.loadBalancerIP, as in PorterLB; an empty value counts as unset. */
-function requestedIp(metadata: Record<string, unknown>, spec: Record<string, unknown>): string | undefined {
-  const fromAnnotation = readAnnotation(metadata, ANNOTATIONS.requestedIp);
-  if (fromAnnotation !== undefined && fromAnnotation !== '') {
-    return normalizeIp(fromAnnotation, keyPath('metadata.annotations', ANNOTATIONS.requestedIp));
-  }
-  const fromSpec = optionalString(own(spec, 'loadBalancerIP'), 'spec.loadBalancerIP');
-  return fromSpec === undefined ? undefined : normalizeIp(fromSpec, 'spec.loadBalancerIP');
+/** A request as written, with the field it came from. */
+interface Request {
+  text: string;
+  field: string;
 }
 
-function requestedPool(metadata: Record<string, unknown>): string | undefined {
+/** The annotation wins over spec.loadBalancerIP, as in PorterLB; an empty value counts as unset. */
+function requestedIpText(metadata: Record<string, unknown>, spec: Record<string, unknown>): Request | undefined {
+  const fromAnnotation = readAnnotation(metadata, ANNOTATIONS.requestedIp);
+  if (fromAnnotation !== undefined && fromAnnotation !== '') return { text: fromAnnotation, field: keyPath('metadata.annotations', ANNOTATIONS.requestedIp) };
+  const fromSpec = optionalString(own(spec, 'loadBalancerIP'), 'spec.loadBalancerIP');
+  return fromSpec === undefined ? undefined : { text: fromSpec, field: 'spec.loadBalancerIP' };
+}
+
+function requestedPoolText(metadata: Record<string, unknown>): Request | undefined {
   const pool = readAnnotation(metadata, ANNOTATIONS.pool);
-  if (pool === undefined || pool === '') return undefined;
-  return requireDnsSubdomain(pool, keyPath('metadata.annotations', ANNOTATIONS.pool));
+  return pool === undefined || pool === '' ? undefined : { text: pool, field: keyPath('metadata.annotations', ANNOTATIONS.pool) };
+}
+
+const DUAL_STACK_NEEDS = 'one per IP family needs spec.ipFamilyPolicy PreferDualStack or RequireDualStack with both families in spec.ipFamilies';
+
+/**
+ * The elements of a comma-separated list (MetalLB's loadBalancerIPs style). A value without a comma
+ * is one element, so a single address or pool reads, and fails, exactly as before lists.
+ */
+function elements(r: Request, example: string): string[] {
+  const parts = r.text.split(',');
+  if (parts.some((p) => p === '')) throw invalidField(r.field, `must be a comma-separated list without empty elements, e.g. "${example}"`, r.text);
+  return parts;
+}
+
+/** Each element an address, at most one per family. */
+function parseIpList(r: Request): ParsedIp[] {
+  const ips: ParsedIp[] = [];
+  for (const text of elements(r, '198.51.100.20,2001:db8::20')) {
+    const ip = parseIp(text);
+    if (ip === undefined) throw invalidField(r.field, IP_RULE, text);
+    const twin = ips.find((x) => x.family === ip.family);
+    if (twin !== undefined) throw invalidField(r.field, `must hold at most one address per IP family (${twin.text} and ${ip.text} are both ${familyName(ip.family)})`, r.text);
+    ips.push(ip);
+  }
+  return ips;
+}
+
+/**
+ * A single-stack Service holds one address. Of a single value only its form is checked here: one
+ * of the wrong family is reported by the allocation, as it always was.
+ */
+function singleStackIp(r: Request, family: Family | undefined): string {
+  if (!r.text.includes(',')) return normalizeIp(r.text, r.field);
+  const ips = parseIpList(r);
+  const foreign = family === undefined ? undefined : ips.find((ip) => ip.family !== family);
+  if (foreign !== undefined && family !== undefined) {
+    throw invalidField(r.field, `${foreign.text} is ${familyName(foreign.family)}, a family the Service does not have (spec.ipFamilies: ${familyName(family)}); ${DUAL_STACK_NEEDS}`, r.text);
+  }
+  throw invalidField(r.field, `a single-stack Service takes one address; ${DUAL_STACK_NEEDS}`, r.text);
+}
+
+function ipsPerFamily(r: Request): Partial<Record<Family, string>> {
+  return Object.fromEntries(parseIpList(r).map((ip) => [ip.family, ip.text]));
+}
+
+function singleStackPool(r: Request): string {
+  if (r.text.includes(',')) {
+    poolList(r);
+    throw invalidField(r.field, `a single-stack Service takes one pool; ${DUAL_STACK_NEEDS}`, r.text);
+  }
+  return requireDnsSubdomain(r.text, r.field);
+}
+
+/** Eip names; which family each serves is known only from its Eip, so that is checked at allocation. */
+function poolList(r: Request): string[] {
+  const names = elements(r, 'eip-v4,eip-v6').map((name) => requireDnsSubdomain(name, r.field));
+  if (new Set(names).size < names.length) throw invalidField(r.field, 'must not name a pool twice', r.text);
+  if (names.length > 2) throw invalidField(r.field, 'must name at most one pool per IP family (at most two)', r.text);
+  return names;
 }
 
 function ipFamilies(raw: unknown): Family[] {

@@ -65,12 +65,29 @@ export interface ServiceRecord extends ObjectMeta {
   /** type LoadBalancer and the opt-in annotation: racklb owns its IP. */
   managed: boolean;
   externalTrafficPolicy: TrafficPolicy;
-  /** From the requested-IP annotation, else spec.loadBalancerIP. */
+  /** From the requested-IP annotation, else spec.loadBalancerIP (a dual-stack Service: see dualStack). */
   requestedIp: string | undefined;
   /** From the pool annotation. */
   requestedPool: string | undefined;
   /** spec.ipFamilies, in order; empty means "whatever the pool gives". */
   ipFamilies: Family[];
+  /**
+   * Only for a managed dual-stack Service (spec.ipFamilyPolicy PreferDualStack or RequireDualStack,
+   * both families in ipFamilies): it gets one address per family, and its requests are per family
+   * here while requestedIp and requestedPool stay unset. Absent on every single-stack Service, so
+   * their stored records are what they were before dual-stack.
+   */
+  dualStack?: DualStack;
+}
+
+export type DualStackPolicy = 'PreferDualStack' | 'RequireDualStack';
+
+export interface DualStack {
+  policy: DualStackPolicy;
+  /** From the requested-IP annotation, else spec.loadBalancerIP: at most one address per family. */
+  requestedIps: Partial<Record<Family, string>>;
+  /** From the pool annotation, in its order; at most two. Which family each serves is known from its Eip. */
+  requestedPools: string[];
 }
 
 export interface EndpointSliceRecord extends ObjectMeta {

@@ -9,10 +9,11 @@
 import { nextHopFilter } from '../../speaker/plan.js';
 import { furthestReason, REASON_TEXT, sessionCarriesRoutes, speakerServesRack, type NotAnnouncedReason, type SpeakerSkipReason } from '../core/announce.js';
 import { compareIps, hostPrefix, nextHopDecision } from '../core/intents.js';
-import { allocationOrigin, type PoolChoiceReason } from '../core/ipam.js';
+import { allocationOrigin, pendingOfFamily, type PoolChoiceReason } from '../core/ipam.js';
+import { familyName, parseIp } from '../core/ip.js';
 import { effectiveConf } from '../core/peers.js';
 import { nextHopCandidate } from '../core/rack.js';
-import type { BgpPeerRecord, Family, NodeRecord, ServiceIpIntent } from '../core/types.js';
+import type { BgpPeerRecord, DualStackPolicy, Family, NodeRecord, ServiceIpIntent, ServiceRecord } from '../core/types.js';
 import type { Snapshot } from '../state/snapshot.js';
 import { UNRACKED } from '../store/keys.js';
 
@@ -83,6 +84,17 @@ export interface ServiceExplanation {
   racks: RackExplanation[];
   /** What stops the Service before any rack is looked at, as sentences. */
   problems: string[];
+  /** Only for a dual-stack Service (racklb's extension). */
+  ipFamilyPolicy?: DualStackPolicy;
+  /** Only for a dual-stack Service: each family, in spec.ipFamilies order; the fields above repeat its first address. */
+  families?: FamilyExplanation[];
+}
+
+/** One IP family of a dual-stack Service: its address explained as a single-stack Service's would be, or why it has none. */
+export interface FamilyExplanation extends Pick<ServiceExplanation, 'ip' | 'prefix' | 'origin' | 'intent' | 'racks' | 'problems'> {
+  family: Family;
+  /** Why the family has no address; null when it has one. */
+  pending: string | null;
 }
 
 interface Group {
@@ -227,15 +239,25 @@ export function explainService(s: Snapshot, key: string): ServiceExplanation {
     out.problems.push(`no Service ${key} is stored: it was never received, or it was deleted (racklb events --kind Service --name ${key})`);
     return out;
   }
-  const ip = s.serviceIps[key] ?? null;
-  out.ip = ip;
+  const ips = s.serviceIps[key] ?? [];
   out.pending = s.pending[key] ?? null;
   if (!svc.managed) out.problems.push('not racklb\'s Service: it needs type LoadBalancer and the annotation lb.kubesphere.io/v1alpha1: porter');
+  if (svc.dualStack) return explainDualStack(s, svc, ips, out, svc.dualStack.policy);
+  const ip = ips[0] ?? null;
+  out.ip = ip;
   if (ip === null) {
     if (svc.managed) out.problems.push(`no IP yet: ${out.pending ?? 'not allocated'}`);
     return out;
   }
-  out.prefix = hostPrefix(ip);
+  const { problems, ...address } = explainAddress(s, svc, ip, new Map());
+  Object.assign(out, address);
+  out.problems.push(...problems);
+  return out;
+}
+
+/** One address of a Service: where it came from, its route intent, and rack by rack its next hops. */
+function explainAddress(s: Snapshot, svc: ServiceRecord, ip: string, cache: Map<string, SpeakerExplanation>): Pick<ServiceExplanation, 'prefix' | 'origin' | 'intent' | 'racks' | 'problems'> {
+  const out: Pick<ServiceExplanation, 'prefix' | 'origin' | 'intent' | 'racks' | 'problems'> = { prefix: hostPrefix(ip), origin: null, intent: null, racks: [], problems: [] };
   const allocation = s.allocations.find((a) => a.ip === ip);
   if (allocation) {
     const origin = allocationOrigin(svc, allocation, s.eips);
@@ -248,9 +270,38 @@ export function explainService(s: Snapshot, key: string): ServiceExplanation {
   }
   out.intent = { policy: intent.policy, family: intent.family, endpointNodes: intent.nodes };
   const nodes = new Map(s.nodes.map((n) => [n.name, n]));
-  const cache = new Map<string, SpeakerExplanation>();
   out.racks = announceGroups(s).map((g) => explainGroup(s, intent, g, nodes, cache));
   if (out.racks.every((r) => r.announced.length === 0)) out.problems.push('announced in no rack: see each next hop below');
+  return out;
+}
+
+/**
+ * Each family of a dual-stack Service on its own, in spec.ipFamilies order. The fields of the
+ * explanation itself describe its first address, for readers that know one address per Service. A
+ * missing family is a problem under RequireDualStack; under PreferDualStack it is what the Service
+ * asked for when a family cannot be served, and its entry alone says why.
+ */
+function explainDualStack(s: Snapshot, svc: ServiceRecord, ips: readonly string[], out: ServiceExplanation, policy: DualStackPolicy): ServiceExplanation {
+  const cache = new Map<string, SpeakerExplanation>();
+  out.ipFamilyPolicy = policy;
+  out.families = svc.ipFamilies.map((family): FamilyExplanation => {
+    const ip = ips.find((x) => parseIp(x)?.family === family) ?? null;
+    if (ip === null) {
+      const pending = pendingOfFamily(out.pending ?? undefined, family) ?? 'not allocated';
+      return { family, ip: null, prefix: null, pending, origin: null, intent: null, racks: [], problems: [] };
+    }
+    return { family, ip, pending: null, ...explainAddress(s, svc, ip, cache) };
+  });
+  const first = out.families.find((f) => f.ip !== null);
+  if (first === undefined) {
+    out.problems.push(`no IP yet: ${out.pending ?? 'not allocated'}`);
+    return out;
+  }
+  Object.assign(out, { ip: first.ip, prefix: first.prefix, origin: first.origin, intent: first.intent, racks: first.racks });
+  for (const f of out.families) {
+    if (f.ip === null && policy === 'RequireDualStack') out.problems.push(`RequireDualStack, but no ${familyName(f.family)} address: ${f.pending}`);
+    out.problems.push(...f.problems.map((p) => `${familyName(f.family)}: ${p}`));
+  }
   return out;
 }
 

@@ -1,7 +1,8 @@
 /** `racklb explain` for people: rack by rack, node by node, with the reason word and its sentence. */
+import { familyName } from '../core/ip.js';
 import type { PoolChoiceReason } from '../core/ipam.js';
 import { UNRACKED } from '../store/keys.js';
-import type { NodeExplanation, RackExplanation, ServiceExplanation, SpeakerExplanation } from './explain.js';
+import type { FamilyExplanation, NodeExplanation, RackExplanation, ServiceExplanation, SpeakerExplanation } from './explain.js';
 
 const POOL_TEXT: Record<PoolChoiceReason, string> = {
   poolAnnotation: 'the pool the Service names (annotation eip.porter.kubesphere.io/v1alpha2)',
@@ -36,17 +37,21 @@ function rackBlock(r: RackExplanation, prefix: string): string[] {
   return lines;
 }
 
+function originLines(e: Pick<ServiceExplanation, 'ip' | 'origin'>, label: string): string[] {
+  if (!e.origin) return [`  ${label} ${e.ip}`];
+  const how = e.origin.requested ? 'requested by the Service' : 'allocated (the lowest free address)';
+  return [
+    `  ${label} ${e.ip}: ${how}, from Eip ${e.origin.pool}${e.origin.poolAddress ? ` (${e.origin.poolAddress})` : ''}, ${POOL_TEXT[e.origin.by]}`,
+    `  ${e.origin.sharedWith.length ? `shared with ${e.origin.sharedWith.join(', ')} (one route for all)` : 'not shared'}`,
+  ];
+}
+
 export function formatServiceExplanation(e: ServiceExplanation): string {
   const lines: string[] = [`Service ${e.service}`];
   if (!e.found) return [...lines, ...e.problems.map((p) => `  ${p}`)].join('\n');
   if (e.ip === null) return [...lines, ...e.problems.map((p) => `  ${p}`)].join('\n');
-  if (e.origin) {
-    const how = e.origin.requested ? 'requested by the Service' : 'allocated (the lowest free address)';
-    lines.push(`  IP ${e.ip}: ${how}, from Eip ${e.origin.pool}${e.origin.poolAddress ? ` (${e.origin.poolAddress})` : ''}, ${POOL_TEXT[e.origin.by]}`);
-    lines.push(`  ${e.origin.sharedWith.length ? `shared with ${e.origin.sharedWith.join(', ')} (one route for all)` : 'not shared'}`);
-  } else {
-    lines.push(`  IP ${e.ip}`);
-  }
+  if (e.families) return formatDualStack(e, e.families, lines);
+  lines.push(...originLines(e, 'IP'));
   if (e.intent) {
     lines.push(
       e.intent.policy === 'Local'
@@ -56,6 +61,27 @@ export function formatServiceExplanation(e: ServiceExplanation): string {
   }
   for (const p of e.problems) lines.push(`  ${p}`);
   for (const r of e.racks) lines.push('', ...rackBlock(r, e.prefix ?? ''));
+  return lines.join('\n');
+}
+
+/** Each family in its own block: where its address came from and its racks, or why it has none. */
+function formatDualStack(e: ServiceExplanation, families: readonly FamilyExplanation[], lines: string[]): string {
+  lines.push(`  dual-stack (${e.ipFamilyPolicy ?? 'PreferDualStack'}): ${families.map((f) => `${familyName(f.family)} ${f.ip ?? 'none'}`).join(', ')}`);
+  const policy = families.find((f) => f.intent)?.intent?.policy;
+  if (policy) {
+    lines.push(policy === 'Local' ? '  externalTrafficPolicy Local: next hops are nodes with a ready endpoint' : '  externalTrafficPolicy Cluster: every Ready, schedulable node of a rack is a next hop');
+  }
+  for (const p of e.problems) lines.push(`  ${p}`);
+  for (const f of families) {
+    lines.push('');
+    if (f.ip === null) {
+      lines.push(`  ${familyName(f.family)}: no address: ${f.pending ?? 'not allocated'}`);
+      continue;
+    }
+    lines.push(...originLines(f, familyName(f.family)));
+    if (f.intent?.policy === 'Local') lines.push(`  ready endpoints on ${f.intent.endpointNodes.join(', ') || 'no node'}`);
+    for (const r of f.racks) lines.push('', ...rackBlock(r, f.prefix ?? ''));
+  }
   return lines.join('\n');
 }
 

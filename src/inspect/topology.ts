@@ -44,6 +44,7 @@ export interface Topology {
   generation: string | null;
   readAt: string;
   racks: TopologyRack[];
+  /** One entry per Service address (a dual-stack Service has one per family), or one pending entry. */
   services: { service: string; ip: string | null; pending: string | null }[];
 }
 
@@ -81,7 +82,11 @@ export function buildTopology(s: Snapshot): Topology {
   }
   const services = s.services
     .filter((svc) => svc.managed || svc.key in s.serviceIps)
-    .map((svc) => ({ service: svc.key, ip: s.serviceIps[svc.key] ?? null, pending: s.pending[svc.key] ?? null }));
+    .flatMap((svc): Topology['services'] => {
+      const ips = s.serviceIps[svc.key] ?? [];
+      const pending = s.pending[svc.key] ?? null;
+      return ips.length > 0 ? ips.map((ip) => ({ service: svc.key, ip, pending })) : [{ service: svc.key, ip: null, pending }];
+    });
   return { revision: s.revision, complete: s.complete, generation: s.generation, readAt: new Date(s.readAt).toISOString(), racks, services };
 }
 
@@ -106,12 +111,14 @@ export interface Paths {
 /** The ECMP paths of one Service IP; undefined when no Service holds it. */
 export function buildPaths(s: Snapshot, ip: string): Paths | undefined {
   const services = Object.entries(s.serviceIps)
-    .filter(([, v]) => v === ip)
+    .filter(([, v]) => v.includes(ip))
     .map(([k]) => k)
     .sort();
   const first = services[0];
   if (first === undefined) return undefined;
-  const e = explainService(s, first);
+  const service = explainService(s, first);
+  // A dual-stack Service explains each address under its family.
+  const e = service.families?.find((f) => f.ip === ip) ?? service;
   return {
     ip,
     prefix: e.prefix,

@@ -17,6 +17,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { PatchStrategy, setHeaderOptions, type V1Service } from '@kubernetes/client-node';
 import { LABELS, type Allocation, type BgpPeerRecord, type Kind } from '../core/types.js';
 import { EFFECTIVE_BGPCONF } from '../../functions/on-bgppeer/handler.js';
+import { parseServiceIps } from '../store/keys.js';
 import type { Store } from '../store/store.js';
 import { watchedKind } from './kinds.js';
 import { reasonOf, statusOf, type KubeApi } from './kube.js';
@@ -358,7 +359,7 @@ export async function readStoreView(store: Store, opts: { peersOnly?: boolean } 
   return {
     complete,
     services: await r.allRecords('Service'),
-    serviceIps: await r.redis.hgetall(k.serviceIps()),
+    serviceIps: Object.fromEntries(Object.entries(await r.redis.hgetall(k.serviceIps())).map(([key, value]) => [key, parseServiceIps(value)])),
     allocations: await r.hashJson<Allocation>(k.allocations()),
     eips: await r.allRecords('Eip'),
     bgpPeers: await r.allRecords('BgpPeer'),

@@ -4,7 +4,8 @@
  * calls these, and compares with what the API holds.
  *
  * PorterLB's shapes (kubesphere/porterlb api/v1alpha2, before the rename to OpenELB):
- * - Service: `status.loadBalancer.ingress: [{ip}]` and the label `eip.porter.kubesphere.io/v1alpha2: <Eip>`.
+ * - Service: `status.loadBalancer.ingress: [{ip}]` and the label `eip.porter.kubesphere.io/v1alpha2: <Eip>`;
+ *   a dual-stack Service (racklb's extension) lists one entry per address, in spec.ipFamilies order.
  * - Eip: `status: {occupied, usage, poolSize, used: {ip: "ns/svc;ns/svc2"}, firstIP, lastIP, ready, v4}`.
  * - BgpPeer: `status.nodesPeerStatus.<node>: {peerState: GoBGP PeerState as JSON, timersState: {uptime}}`.
  * - BgpConf: `status.nodesConfStatus.<node>: {routerId, as}`.
@@ -29,8 +30,8 @@ export interface SessionView {
 export interface StoreView {
   complete: boolean;
   services: ServiceRecord[];
-  /** Service key -> IP. */
-  serviceIps: Record<string, string>;
+  /** Service key -> its addresses, in spec.ipFamilies order (parseServiceIps). */
+  serviceIps: Record<string, string[]>;
   allocations: Map<string, Allocation>;
   eips: EipRecord[];
   bgpPeers: BgpPeerRecord[];
@@ -41,15 +42,22 @@ export interface StoreView {
 
 // ---- Service ------------------------------------------------------------------------------------
 
-/** What racklb wants on a Service: its IP and pool, or nothing (pending, or no longer managed). */
-export type ServiceTarget = { key: string; namespace: string; name: string; ip: string; pool: string } | { key: string; namespace: string; name: string; ip: undefined; pool: undefined };
+/**
+ * What racklb wants on a Service: its IP and pool, or nothing (pending, or no longer managed). A
+ * dual-stack Service with two addresses also has `ips`, every address in order (`ip` is the first);
+ * the label, which holds one Eip name, names the first address's pool.
+ */
+export type ServiceTarget =
+  | { key: string; namespace: string; name: string; ip: string; pool: string; ips?: string[] }
+  | { key: string; namespace: string; name: string; ip: undefined; pool: undefined };
 
 export function serviceTargets(view: StoreView): ServiceTarget[] {
   const out: ServiceTarget[] = [];
   for (const s of view.services) {
-    const ip = s.managed ? view.serviceIps[s.key] : undefined;
+    const ips = s.managed ? (view.serviceIps[s.key] ?? []).filter((ip) => view.allocations.has(ip)) : [];
+    const ip = ips[0];
     const pool = ip === undefined ? undefined : view.allocations.get(ip)?.pool;
-    if (ip !== undefined && pool !== undefined) out.push({ key: s.key, namespace: s.namespace, name: s.name, ip, pool });
+    if (ip !== undefined && pool !== undefined) out.push({ key: s.key, namespace: s.namespace, name: s.name, ip, pool, ...(ips.length > 1 ? { ips } : {}) });
     else if (s.managed) out.push({ key: s.key, namespace: s.namespace, name: s.name, ip: undefined, pool: undefined });
   }
   return out;
@@ -80,11 +88,12 @@ export function serviceChange(target: ServiceTarget | undefined, live: LiveServi
   const current = live.labels[LABELS.pool];
   if (target?.ip !== undefined) {
     const label = current === target.pool ? undefined : target.pool;
-    const same = liveIps.length === 1 && liveIps[0] === target.ip && live.ingress.length === 1;
+    const ips = target.ips ?? [target.ip];
+    const same = live.ingress.length === ips.length && liveIps.length === ips.length && ips.every((ip, i) => liveIps[i] === ip);
     if (same) return { label, ingress: undefined };
     // Entries of another load balancer stay; racklb's own stale ones go only when it may remove.
-    const kept = live.ingress.filter((i) => typeof i.ip === 'string' && i.ip !== target.ip && !(mayRemove && ours(i.ip))).map((i) => ({ ip: i.ip as string }));
-    return { label, ingress: [{ ip: target.ip }, ...kept] };
+    const kept = live.ingress.filter((i) => typeof i.ip === 'string' && !ips.includes(i.ip) && !(mayRemove && ours(i.ip))).map((i) => ({ ip: i.ip as string }));
+    return { label, ingress: [...ips.map((ip) => ({ ip })), ...kept] };
   }
   if (!mayRemove) return { label: undefined, ingress: undefined };
   // Pending, opted out or no longer a LoadBalancer: take back only what racklb gave.

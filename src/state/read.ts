@@ -5,9 +5,11 @@
  */
 import { effectiveConf } from '../core/peers.js';
 import { routesForRack } from '../core/intents.js';
-import type { Allocation, BgpPeerRecord, NextHopCandidate, RackBgpConf, ServiceIpIntent } from '../core/types.js';
+import { familyName, parseIp } from '../core/ip.js';
+import { pendingOfFamily } from '../core/ipam.js';
+import type { Allocation, BgpPeerRecord, Family, NextHopCandidate, RackBgpConf, ServiceIpIntent } from '../core/types.js';
 import { EFFECTIVE_BGPCONF } from '../../functions/on-bgppeer/handler.js';
-import { UNRACKED } from '../store/keys.js';
+import { parseServiceIps, UNRACKED } from '../store/keys.js';
 import type { Reader, Store } from '../store/store.js';
 
 export interface PeerView {
@@ -22,10 +24,19 @@ export interface StateDocument {
   complete: boolean;
   racks: Record<string, { nodes: string[]; nextHops: Record<string, NextHopCandidate>; bgp: RackBgpConf | null; routes: Record<string, string[]> }>;
   unracked: { nodes: string[]; nextHops: Record<string, NextHopCandidate> };
-  services: Record<string, { ip: string | null; pool: string | null; policy: string | null; pending: string | null }>;
+  /** `ip` and `pool`: the Service's first address; a dual-stack Service also lists every family under `addresses`. */
+  services: Record<string, { ip: string | null; pool: string | null; policy: string | null; pending: string | null; addresses?: ServiceAddress[] }>;
   intents: Record<string, ServiceIpIntent>;
   peers: Record<string, PeerView[]>;
   sessions: Record<string, Record<string, unknown>>;
+}
+
+/** One family of a dual-stack Service: its address, or why it has none. */
+export interface ServiceAddress {
+  family: Family;
+  ip: string | null;
+  pool: string | null;
+  pending: string | null;
 }
 
 export type OnMalformed = (field: string, key: string) => void;
@@ -95,13 +106,20 @@ export async function readState(store: Store): Promise<StateDocument> {
   const allocations = await r.hashJson<Allocation>(k.allocations());
   for (const svc of await r.allRecords('Service')) {
     if (!svc.managed && !(svc.key in svcIps)) continue;
-    const ip = svcIps[svc.key] ?? null;
+    const ips = parseServiceIps(svcIps[svc.key]);
+    const ip = ips[0] ?? null;
     services[svc.key] = {
       ip,
       pool: ip ? (allocations.get(ip)?.pool ?? null) : null,
       policy: svc.externalTrafficPolicy,
       pending: pending[svc.key] ?? null,
     };
+    if (svc.dualStack) {
+      services[svc.key]!.addresses = svc.ipFamilies.map((family) => {
+        const mine = ips.find((x) => parseIp(x)?.family === family) ?? null;
+        return { family, ip: mine, pool: mine ? (allocations.get(mine)?.pool ?? null) : null, pending: mine ? null : (pendingOfFamily(pending[svc.key], family) ?? null) };
+      });
+    }
   }
 
   const peers: StateDocument['peers'] = {};
@@ -146,7 +164,10 @@ export function formatState(doc: StateDocument): string {
   lines.push('', 'services');
   const services = Object.entries(doc.services);
   if (services.length === 0) lines.push('  none');
-  for (const [key, s] of services) lines.push(`  ${key.padEnd(30)} ${s.ip ?? '-'}${s.pool ? ` (Eip ${s.pool})` : ''}${s.pending ? `  pending: ${s.pending}` : ''}`);
+  for (const [key, s] of services) {
+    const ips = s.addresses ? s.addresses.map((a) => (a.ip ? `${a.ip}${a.pool ? ` (Eip ${a.pool})` : ''}` : `no ${familyName(a.family)}`)).join(', ') : `${s.ip ?? '-'}${s.pool ? ` (Eip ${s.pool})` : ''}`;
+    lines.push(`  ${key.padEnd(30)} ${ips}${s.pending ? `  pending: ${s.pending}` : ''}`);
+  }
   lines.push('', 'speakers');
   const speakers = Object.entries(doc.peers);
   if (speakers.length === 0) lines.push('  none');

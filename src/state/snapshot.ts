@@ -6,7 +6,7 @@
 import type { LocalAddress } from '../../speaker/plan.js';
 import type { Allocation, BgpConfRecord, BgpPeerRecord, EipRecord, NextHopCandidate, NodeRecord, ServiceIpIntent, ServiceRecord } from '../core/types.js';
 import { EFFECTIVE_BGPCONF } from '../../functions/on-bgppeer/handler.js';
-import { UNRACKED } from '../store/keys.js';
+import { parseServiceIps, UNRACKED } from '../store/keys.js';
 import type { Store } from '../store/store.js';
 
 /** One BGP session as the speaker reports it (speaker/speaker.ts, reportStatus). */
@@ -58,8 +58,8 @@ export interface Snapshot {
   speakerStatus: Record<string, SpeakerStatus>;
   intents: ServiceIpIntent[];
   allocations: Allocation[];
-  /** Service key -> IP. */
-  serviceIps: Record<string, string>;
+  /** Service key -> its addresses, in spec.ipFamilies order (parseServiceIps). */
+  serviceIps: Record<string, string[]>;
   /** Service key -> why it has no IP yet. */
   pending: Record<string, string>;
 }
@@ -125,7 +125,7 @@ export async function readSnapshot(store: Store): Promise<Snapshot> {
     speakerStatus,
     intents: [...(await r.hashJson<ServiceIpIntent>(k.intents())).values()],
     allocations: [...(await r.hashJson<Allocation>(k.allocations())).values()],
-    serviceIps: await r.redis.hgetall(k.serviceIps()),
+    serviceIps: Object.fromEntries(Object.entries(await r.redis.hgetall(k.serviceIps())).map(([key, value]) => [key, parseServiceIps(value)])),
     pending: await r.redis.hgetall(k.pending()),
   };
 }

@@ -6,8 +6,9 @@
 import { routesForRack } from '../core/intents.js';
 import { effectiveConf } from '../core/peers.js';
 import { nextHopCandidate } from '../core/rack.js';
-import type { LabelSelector } from '../core/types.js';
-import { explainService } from '../explain/explain.js';
+import { familyName } from '../core/ip.js';
+import type { Family, LabelSelector } from '../core/types.js';
+import { explainService, type ServiceExplanation } from '../explain/explain.js';
 import { UNRACKED } from '../store/keys.js';
 import type { Snapshot } from './snapshot.js';
 
@@ -38,8 +39,11 @@ export interface NodeRow {
   nextHop: string;
 }
 
+/** One per Service; a dual-stack Service has one per family, in spec.ipFamilies order. */
 export interface ServiceRow {
   service: string;
+  /** Only on a dual-stack Service's rows. */
+  family?: Family;
   ip: string | null;
   pool: string | null;
   policy: string;
@@ -126,18 +130,18 @@ export function nodeRows(s: Snapshot): NodeRow[] {
 export function serviceRows(s: Snapshot): ServiceRow[] {
   return s.services
     .filter((svc) => svc.managed || svc.key in s.serviceIps)
-    .map((svc) => {
+    .flatMap((svc) => {
       const e = explainService(s, svc.key);
-      const origin = e.origin ? `${e.origin.requested ? 'requested' : 'allocated'}${e.origin.sharedWith.length ? `, shared with ${e.origin.sharedWith.join(' ')}` : ''}` : null;
-      return {
+      const row = (a: Pick<ServiceExplanation, 'ip' | 'origin' | 'racks' | 'pending'>): ServiceRow => ({
         service: svc.key,
-        ip: e.ip,
-        pool: e.origin?.pool ?? null,
+        ip: a.ip,
+        pool: a.origin?.pool ?? null,
         policy: svc.externalTrafficPolicy,
-        origin,
-        announcedIn: e.racks.filter((r) => r.announced.length > 0).map((r) => r.rack),
-        pending: e.pending,
-      };
+        origin: a.origin ? `${a.origin.requested ? 'requested' : 'allocated'}${a.origin.sharedWith.length ? `, shared with ${a.origin.sharedWith.join(' ')}` : ''}` : null,
+        announcedIn: a.racks.filter((r) => r.announced.length > 0).map((r) => r.rack),
+        pending: a.pending,
+      });
+      return e.families ? e.families.map((f) => ({ ...row(f), family: f.family })) : [row(e)];
     });
 }
 
@@ -222,7 +226,7 @@ export function viewTable(view: ViewName, s: Snapshot): { headers: string[]; row
     case 'services':
       return {
         headers: ['SERVICE', 'IP', 'EIP', 'POLICY', 'ORIGIN', 'ANNOUNCED IN'],
-        rows: serviceRows(s).map((r) => [r.service, dash(r.ip), dash(r.pool), r.policy, dash(r.origin), r.ip ? list(r.announcedIn.map((x) => (x === UNRACKED ? '(unracked speakers)' : x))) : `pending: ${r.pending ?? '?'}`]),
+        rows: serviceRows(s).map((r) => [r.family ? `${r.service} (${familyName(r.family)})` : r.service, dash(r.ip), dash(r.pool), r.policy, dash(r.origin), r.ip ? list(r.announcedIn.map((x) => (x === UNRACKED ? '(unracked speakers)' : x))) : `pending: ${r.pending ?? '?'}`]),
       };
     case 'peers':
       return {

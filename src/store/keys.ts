@@ -95,12 +95,12 @@ export class Keys {
     return `${this.base}:alloc:v4`;
   }
 
-  /** HASH service key -> ip. */
+  /** HASH service key -> its addresses (see parseServiceIps). */
   serviceIps(): string {
     return `${this.base}:svcip`;
   }
 
-  /** HASH service key -> reason: managed Services still waiting for an IP. */
+  /** HASH service key -> reason: managed Services still waiting for an IP (a dual-stack one: for a family's, see formatPending). */
   pending(): string {
     return `${this.base}:pending`;
   }
@@ -139,4 +139,18 @@ export class Keys {
   eventStream(fn: FunctionName): string {
     return `${this.base}:events:${fn}`;
   }
+}
+
+/**
+ * The value of `Keys.serviceIps()`: the Service's addresses in spec.ipFamilies order, comma-separated.
+ * One address is the address alone, so stores written before dual-stack read unchanged. Every
+ * reader and writer of the hash goes through these two.
+ */
+export function parseServiceIps(value: string | null | undefined): string[] {
+  return value ? value.split(',').filter((ip) => ip !== '') : [];
+}
+
+/** undefined for no address: the Service's field is then deleted, never written empty. */
+export function formatServiceIps(ips: readonly string[]): string | undefined {
+  return ips.length > 0 ? ips.join(',') : undefined;
 }

@@ -114,6 +114,8 @@ export interface ServiceOpts extends MetaOpts {
   pool?: string;
   loadBalancerIP?: string;
   ipFamilies?: string[];
+  /** spec.ipFamilyPolicy (default SingleStack). */
+  ipFamilyPolicy?: string;
   selector?: Record<string, string>;
 }
 
@@ -138,7 +140,7 @@ export function service(o: ServiceOpts): Json {
       clusterIP: '10.96.0.10',
       clusterIPs: ['10.96.0.10'],
       ipFamilies,
-      ipFamilyPolicy: 'SingleStack',
+      ipFamilyPolicy: o.ipFamilyPolicy ?? 'SingleStack',
       sessionAffinity: 'None',
       ...(type === 'LoadBalancer' || type === 'NodePort' ? { externalTrafficPolicy: o.externalTrafficPolicy ?? 'Cluster' } : {}),
       ...(o.loadBalancerIP === undefined ? {} : { loadBalancerIP: o.loadBalancerIP }),
