@@ -4,7 +4,7 @@
  * examples/lab/dual-stack.yaml adds one IPv6 BgpPeer per leaf over IPv6 and an IPv6 Eip. IPv6
  * Service IPs must reach the spine through every leaf, with the rack's nodes' IPv6 addresses as
  * next hops on each leaf, over IPv6 sessions, and traffic must follow: TCP connections from the
- * spine reach every node of both racks.
+ * spine reach every node of both racks. A dual-stack Service is announced in both families.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB_REDIS_URL } from '../../src/lab/lab.js';
@@ -15,6 +15,9 @@ import { isRoot, labRoutes, racklb, waitForRoute } from '../helpers/lab.js';
 
 const V4 = '198.51.100.10/32';
 const V6 = '2001:db8:100::/128';
+// The dual-stack Service web-dual: the next free address of each family's pool.
+const DUAL4 = '198.51.100.11/32';
+const DUAL6 = '2001:db8:100::1/128';
 const SPINE_V4 = ['203.0.113.1', '203.0.113.3'];
 // Uplink /127s taken in rack order from the IPv6 uplink pool: the leaf has the higher address.
 const SPINE_V6 = ['2001:db8:ffff::1', '2001:db8:ffff::3'];
@@ -42,10 +45,24 @@ describe.skipIf(!isRoot())('IPv6 and dual-stack in the lab', () => {
     await waitForRoute('leaf1', V6, LEAF1_V6);
     await waitForRoute('leaf2', V6, LEAF2_V6);
     await waitForRoute('spine', V4, SPINE_V4);
-    expect(await labRoutes('spine')).toEqual({ [V4]: SPINE_V4, [V6]: SPINE_V6 });
-    expect(await labRoutes('leaf1')).toEqual({ [V4]: ['192.0.2.3', '192.0.2.4'], [V6]: LEAF1_V6 });
-    expect(await labRoutes('leaf2')).toEqual({ [V4]: ['192.0.2.66'], [V6]: LEAF2_V6 });
+    await waitForRoute('spine', DUAL6, SPINE_V6);
+    await waitForRoute('spine', DUAL4, SPINE_V4);
+    expect(await labRoutes('spine')).toEqual({ [V4]: SPINE_V4, [DUAL4]: SPINE_V4, [V6]: SPINE_V6, [DUAL6]: SPINE_V6 });
+    expect(await labRoutes('leaf1')).toEqual({ [V4]: ['192.0.2.3', '192.0.2.4'], [DUAL4]: ['192.0.2.3', '192.0.2.4'], [V6]: LEAF1_V6, [DUAL6]: LEAF1_V6 });
+    expect(await labRoutes('leaf2')).toEqual({ [V4]: ['192.0.2.66'], [DUAL4]: ['192.0.2.66'], [V6]: LEAF2_V6, [DUAL6]: LEAF2_V6 });
   }, 90_000);
+
+  it('a dual-stack Service holds one address per family, in racklb state and racklb explain', async () => {
+    const state = JSON.parse(await racklb('state', '--json', '--redis', LAB_REDIS_URL)) as { services: Record<string, { ip: string | null; addresses?: { family: string; ip: string | null; pool: string | null }[] }> };
+    expect(state.services['default/web-dual']?.ip).toBe('198.51.100.11');
+    expect(state.services['default/web-dual']?.addresses).toEqual([
+      { family: 'ipv4', ip: '198.51.100.11', pool: 'porter-bgp-eip', pending: null },
+      { family: 'ipv6', ip: '2001:db8:100::1', pool: 'eip-sample-pool-v6', pending: null },
+    ]);
+    const explain = await racklb('explain', 'service', 'default/web-dual', '--redis', LAB_REDIS_URL);
+    expect(explain).toContain('198.51.100.11');
+    expect(explain).toContain('2001:db8:100::1');
+  }, 30_000);
 
   it('IPv6 routes travel over IPv6 sessions, which the speakers report as established', async () => {
     // On BIRD's leaf the IPv6 route comes from a session of the IPv6 template (node6_* or
@@ -72,6 +89,11 @@ describe.skipIf(!isRoot())('IPv6 and dual-stack in the lab', () => {
       expect(Object.keys(fromLeaf1).sort(), `${ip} from leaf1: ${JSON.stringify(fromLeaf1)}`).toEqual(['master1', 'worker-p001']);
       expect(await traffic('leaf2', ip, 10)).toEqual({ 'worker-p002': 10 });
     }
+    // The dual-stack Service, both of its addresses, from the spine.
+    for (const ip of ['198.51.100.11', '2001:db8:100::1']) {
+      const fromSpine = await traffic('spine', ip, 60);
+      expect(Object.keys(fromSpine).sort(), `${ip} from the spine: ${JSON.stringify(fromSpine)}`).toEqual(['master1', 'worker-p001', 'worker-p002']);
+    }
   }, 60_000);
 
   it('relabelling a node into the other rack moves its IPv6 next hop out of leaf1, as for IPv4', async () => {
@@ -84,11 +106,11 @@ describe.skipIf(!isRoot())('IPv6 and dual-stack in the lab', () => {
     await waitForRoute('leaf1', V6, LEAF1_V6);
   }, 60_000);
 
-  it('deleting the IPv6 Service withdraws it everywhere and leaves the IPv4 one alone', async () => {
+  it('deleting the IPv6 and dual-stack Services withdraws them everywhere, both families, and leaves the IPv4 one alone', async () => {
     await racklb('lab', 'delete', '-f', 'examples/lab/dual-stack.yaml');
-    await waitForRoute('spine', V6, []);
-    await waitForRoute('leaf1', V6, []);
-    await waitForRoute('leaf2', V6, []);
+    for (const router of ['spine', 'leaf1', 'leaf2']) {
+      for (const prefix of [V6, DUAL4, DUAL6]) await waitForRoute(router, prefix, []);
+    }
     expect(await labRoutes('spine')).toEqual({ [V4]: SPINE_V4 });
   }, 60_000);
 });
