@@ -20,7 +20,9 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LabApiServer, type Delivery } from '../../src/lab/apiserver.js';
 import { failOnRejections, labDown, labUp, readLabState, restartFunction, restartProcess, startLabRedis, stopLabRedis, syncSpeakers, LAB_REDIS_URL, type LabState } from '../../src/lab/lab.js';
-import { netnsName } from '../../src/lab/paths.js';
+import { join } from 'node:path';
+import { birdShow } from '../../src/lab/bird.js';
+import { labDir, netnsName } from '../../src/lab/paths.js';
 import { readRoutes } from '../../src/lab/routes.js';
 import { parseTopology } from '../../src/lab/topology.js';
 import { compareResourceVersions } from '../../src/core/versions.js';
@@ -407,12 +409,32 @@ describe.skipIf(!isRoot())('faults in the lab', () => {
       expect(result.samples).toBeGreaterThan(200);
       expect(result.missing).toEqual([]);
     }
+    if (!isDeepStrictEqual(last, want)) console.log(await diagnosis());
     expect(last).toEqual(want);
     expect(Object.keys(want.spine!).length).toBeGreaterThan(1);
     expect(counts['kill redis'] ?? 0).toBeGreaterThan(0);
     expect(counts['kill function'] ?? 0).toBeGreaterThan(0);
   }, 180_000);
 });
+
+/** What a failed convergence needs to be understood: each speaker's and gobgpd's last log lines, each leaf's sessions. */
+async function diagnosis(): Promise<string> {
+  const tail = (file: string): string => {
+    try {
+      return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-25).join('\n');
+    } catch (err) {
+      return `(${(err as Error).message})`;
+    }
+  };
+  const parts: string[] = [];
+  for (const node of SPEAKERS) {
+    parts.push(`--- ${node} speaker.log`, tail(join(labDir(node), 'speaker.log')), `--- ${node} gobgpd.log`, tail(join(labDir(node), 'gobgpd.log')));
+  }
+  for (const rack of RACKS) {
+    parts.push(`--- ${rack} birdc show protocols`, await birdShow(rack, ['show', 'protocols']).catch((err: unknown) => String(err)));
+  }
+  return parts.join('\n');
+}
 
 async function waitForAll(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
