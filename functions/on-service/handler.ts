@@ -72,7 +72,7 @@ class AllocationPlan {
     const currentAllocations = parseServiceIps(stored).flatMap((ip) => allocations.get(ip) ?? []);
     // Per family of the Service (one for a single-stack Service), as allocateFamilies will ask.
     const perFamily = record ? familyViews(record, pools, currentAllocations).map((v) => (v.ok ? addressesConsulted(v.service, pools, v.current) : [])) : [];
-    const consulted = perFamily.flatMap((c) => (Array.isArray(c) ? c : []));
+    const consulted = perFamily.flatMap((c) => (Array.isArray(c) ? c : c.addresses));
     const missing = consulted.filter((ip) => !read.fetched.has(ip));
     if (missing.length > 0) {
       const values = await r.redis.hmget(r.keys.allocations(), ...missing);
@@ -102,7 +102,7 @@ class AllocationPlan {
     if (!a) return;
     const services = a.services.filter((s) => s !== service);
     if (services.length === 0) this.allocations.delete(ip);
-    else this.allocations.set(ip, { ...a, services });
+    else this.allocations.set(ip, { ip: a.ip, pool: a.pool, services, ...(a.fromStatus !== undefined && a.fromStatus !== service ? { fromStatus: a.fromStatus } : {}) });
     this.touchedIps.add(ip);
   }
 
@@ -135,10 +135,14 @@ class AllocationPlan {
       }
       const held = this.allocations.get(result.ip);
       const services = [...new Set([...(held?.services ?? []), key])].sort();
-      this.allocations.set(result.ip, { ip: result.ip, pool: result.pool, services });
+      // Who took the address back from its status stays known for `racklb explain` while it holds it.
+      const fromStatus = result.fromStatus ? key : held?.fromStatus;
+      this.allocations.set(result.ip, { ip: result.ip, pool: result.pool, services, ...(fromStatus !== undefined ? { fromStatus } : {}) });
       this.touchedIps.add(result.ip);
       ips.push(result.ip);
-      sentences.push(`${label(family)}${result.ip} from Eip ${result.pool}${result.shared ? ` (shared with ${services.filter((s) => s !== key).join(', ')})` : ''}`);
+      const takenBack = result.fromStatus === true && !currentAllocations.some((a) => a.ip === result.ip);
+      const note = result.shared ? ` (shared with ${services.filter((s) => s !== key).join(', ')})` : takenBack ? ' (the address its status showed: the store held no allocation for it)' : '';
+      sentences.push(`${label(family)}${result.ip} from Eip ${result.pool}${note}`);
     }
     this.setServiceIps(key, ips);
     this.pendingChanges.set(key, formatPending(record, missing));
@@ -207,9 +211,11 @@ async function readServiceAllocation(r: Reader, key: string, record: ServiceReco
   const indexComplete = mayNeedLowest ? r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE).then((v) => v !== null) : Promise.resolve(false);
   indexComplete.catch(() => undefined);
   const stored = (await r.redis.hget(k.serviceIps(), key)) ?? undefined;
-  // The addresses `allocate` looks at are almost always the current or the requested ones: fetched
-  // now, without waiting to know which (see addressesConsulted).
-  const fetched = new Set([...parseServiceIps(stored), ...requests].filter((ip): ip is string => ip !== undefined));
+  // The addresses `allocate` looks at are almost always the current, the requested or (the store
+  // lost the allocation) the one the status shows, which is mostly the current one: fetched now,
+  // without waiting to know which (see addressesConsulted).
+  const shown = record?.managed === true ? (record.ingressIps ?? []) : [];
+  const fetched = new Set([...parseServiceIps(stored), ...requests, ...shown].filter((ip): ip is string => ip !== undefined));
   const ips = [...fetched];
   const values = ips.length > 0 ? await r.redis.hmget(k.allocations(), ...ips) : [];
   const allocations = new Map<string, Allocation>();

@@ -97,7 +97,8 @@ export function checkPoolOverlap(eip: EipRecord, others: readonly EipRecord[]): 
   }
 }
 
-export type AllocationResult = { ok: true; ip: string; pool: string; shared: boolean } | { ok: false; reason: string };
+/** `fromStatus`: the address is the one the Service's status showed, taken back (see Allocation.fromStatus). */
+export type AllocationResult = { ok: true; ip: string; pool: string; shared: boolean; fromStatus?: true } | { ok: false; reason: string };
 
 /**
  * Kubernetes labels every namespace with its own name; that label is all racklb knows of a
@@ -110,11 +111,15 @@ const NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name';
  * existing allocation; it is kept while it still fits, even in a pool disabled since, because
  * OpenELB's `disable` stops new allocations and leaves existing Services alone.
  *
- * Without a requested IP the lowest address free of other Services is taken, network and broadcast
- * addresses of a CIDR included: PorterLB hands out every address and a /32 route needs no subnet.
- * Only an explicit request (annotation or spec.loadBalancerIP) joins an address another Service
- * holds. A Service that dropped its request keeps a shared address all the same: an Allocation lists
- * holders, not who asked, and OpenELB keeps it too.
+ * Without a requested IP or a current allocation, the address the Service's status shows
+ * (status.loadBalancer.ingress) is taken back when it lies in a pool the Service may use and no other
+ * Service holds it: after Redis restarted empty the Services come back in any order, and the lowest
+ * free address would move them (an outage: DNS still names the old address). OpenELB and MetalLB
+ * rebuild from the status the same way. Otherwise the lowest address free of other Services is
+ * taken, network and broadcast addresses of a CIDR included: PorterLB hands out every address and a
+ * /32 route needs no subnet. Only an explicit request (annotation or spec.loadBalancerIP) joins an
+ * address another Service holds. A Service that dropped its request keeps a shared address all the
+ * same: an Allocation lists holders, not who asked, and OpenELB keeps it too.
  */
 export function allocate(
   service: ServiceRecord,
@@ -140,13 +145,17 @@ export function allocate(
   };
   if (current !== undefined && stillFits(service, current, pools)) {
     const shared = isHeld(current.ip) || current.services.some((s) => s !== service.key);
-    return { ok: true, ip: current.ip, pool: current.pool, shared };
+    return { ok: true, ip: current.ip, pool: current.pool, shared, ...(current.fromStatus === service.key ? { fromStatus: true as const } : {}) };
   }
   const choice = choosePools(service, pools);
   if (!choice.ok) return choice;
   const first = choice.pools[0];
   if (service.requestedIp !== undefined && first !== undefined) {
     return { ok: true, ip: service.requestedIp, pool: first.name, shared: isHeld(service.requestedIp) };
+  }
+  if (current === undefined) {
+    const shown = shownInPools(service, choice.pools).find((c) => !isHeld(c.ip));
+    if (shown !== undefined) return { ok: true, ip: shown.ip, pool: shown.pool.name, shared: false, fromStatus: true };
   }
   let inUse = 0;
   for (const pool of choice.pools) {
@@ -156,6 +165,14 @@ export function allocate(
   }
   if (choice.pools.length === 1 && first !== undefined) return fail(`no free address in pool "${first.name}" (${inUse} in use)`);
   return fail(`no free address in pools ${choice.pools.map((p) => `"${p.name}"`).join(', ')} (${inUse} in use)`);
+}
+
+/** The addresses of the Service's status that lie in one of `pools`, each with the first pool holding it, in status order. */
+function shownInPools(service: ServiceRecord, pools: readonly EipRecord[]): { ip: string; pool: EipRecord }[] {
+  return (service.ingressIps ?? []).flatMap((ip) => {
+    const pool = pools.find((p) => ipInPool(ip, p));
+    return pool === undefined ? [] : [{ ip, pool }];
+  });
 }
 
 /**
@@ -261,19 +278,21 @@ export function pendingOfFamily(pending: string | undefined, family: Family): st
 export type LowestFree = (pool: EipRecord) => { ip: string | undefined; scanned: number };
 
 /**
- * The addresses whose allocations `allocate` looks at for this Service, or, when it searches for
- * the lowest free address, the pools it searches in order: with the allocations at these addresses
- * alone (and, for a search, a `lowest` that answers for those pools), `allocate` answers exactly as
- * with every allocation. A handler then reads one or two hash fields instead of the whole
- * allocation table (test/unit/core/ipam-consulted.test.ts holds the two to the same answer).
+ * The addresses whose allocations `allocate` looks at for this Service, or, when it may search for
+ * the lowest free address, those (the addresses of its status it would take back first) and the
+ * pools it searches in order: with the allocations at these addresses alone (and, for a search, a
+ * `lowest` that answers for those pools), `allocate` answers exactly as with every allocation. A
+ * handler then reads one or two hash fields instead of the whole allocation table
+ * (test/unit/core/ipam-consulted.test.ts holds the two to the same answer).
  */
-export function addressesConsulted(service: ServiceRecord, pools: readonly EipRecord[], current: Allocation | undefined): string[] | { lowestFreeIn: EipRecord[] } {
+export function addressesConsulted(service: ServiceRecord, pools: readonly EipRecord[], current: Allocation | undefined): string[] | { addresses: string[]; lowestFreeIn: EipRecord[] } {
   if (!service.managed) return [];
   if (current !== undefined && stillFits(service, current, pools)) return [current.ip];
   const choice = choosePools(service, pools);
   if (!choice.ok) return [];
   if (service.requestedIp !== undefined && choice.pools[0] !== undefined) return [service.requestedIp];
-  return { lowestFreeIn: choice.pools };
+  const shown = current === undefined ? shownInPools(service, choice.pools).map((c) => c.ip) : [];
+  return { addresses: shown, lowestFreeIn: choice.pools };
 }
 
 /**
@@ -324,9 +343,11 @@ export type PoolChoiceReason =
   /** The default pool (annotation eip.porter.kubesphere.io/is-default-eip). */
   | 'defaultPool'
   /** Today another pool would be chosen; the Service keeps its IP while it still fits. */
-  | 'keptWhileItFits';
+  | 'keptWhileItFits'
+  /** The store had lost the Service's allocation (Redis restarted empty, a rebuilt store): it took back the address its status showed. */
+  | 'keptFromStatus';
 
-type PoolChoice = { ok: true; pools: EipRecord[]; by: Exclude<PoolChoiceReason, 'keptWhileItFits'> } | { ok: false; reason: string };
+type PoolChoice = { ok: true; pools: EipRecord[]; by: Exclude<PoolChoiceReason, 'keptWhileItFits' | 'keptFromStatus'> } | { ok: false; reason: string };
 
 function choosePools(service: ServiceRecord, pools: readonly EipRecord[]): PoolChoice {
   const family = service.ipFamilies[0];
@@ -370,7 +391,7 @@ function choosePools(service: ServiceRecord, pools: readonly EipRecord[]): PoolC
 
 /** Where a Service's IP came from: for `racklb explain`, from the same rules that chose it. */
 export interface AllocationOrigin {
-  /** The Service asked for this very address (annotation or spec.loadBalancerIP); else it was the lowest free one. */
+  /** The Service asked for this very address (annotation or spec.loadBalancerIP); else it was the lowest free one, or with `by` keptFromStatus the one its status showed. */
   requested: boolean;
   by: PoolChoiceReason;
   /** Other Services holding the same address. */
@@ -384,7 +405,9 @@ export function allocationOrigin(service: ServiceRecord, allocation: Allocation,
   const requestedIp = view?.ok ? view.service.requestedIp : undefined;
   const requested = requestedIp !== undefined && ipKey(requestedIp) === ipKey(allocation.ip);
   const choice = view?.ok ? choosePools(view.service, pools) : undefined;
-  const by: PoolChoiceReason = choice?.ok && choice.pools.some((p) => p.name === allocation.pool) ? choice.by : 'keptWhileItFits';
+  // Only the allocation remembers it: in steady state every Service's status shows its address.
+  const fromStatus = !requested && allocation.fromStatus === service.key;
+  const by: PoolChoiceReason = fromStatus ? 'keptFromStatus' : choice?.ok && choice.pools.some((p) => p.name === allocation.pool) ? choice.by : 'keptWhileItFits';
   return { requested, by, sharedWith: allocation.services.filter((s) => s !== service.key) };
 }
 

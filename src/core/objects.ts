@@ -119,11 +119,32 @@ export function parseService(raw: unknown): ServiceRecord {
   if (!managed) return { ...base, requestedIp: undefined, requestedPool: undefined, ipFamilies: families };
   const ip = requestedIpText(metadata, spec);
   const pool = requestedPoolText(metadata);
+  const ingress = ingressIps(obj);
+  // Absent rather than empty, so that a Service without one is stored exactly as before.
+  const shown = ingress.length > 0 ? { ingressIps: ingress } : {};
   if (!dual) {
-    return { ...base, requestedIp: ip && singleStackIp(ip, families[0]), requestedPool: pool && singleStackPool(pool), ipFamilies: families };
+    return { ...base, requestedIp: ip && singleStackIp(ip, families[0]), requestedPool: pool && singleStackPool(pool), ipFamilies: families, ...shown };
   }
   const dualStack: DualStack = { policy: policy as DualStackPolicy, requestedIps: ip ? ipsPerFamily(ip) : {}, requestedPools: pool ? poolList(pool) : [] };
-  return { ...base, requestedIp: undefined, requestedPool: undefined, ipFamilies: families, dualStack };
+  return { ...base, requestedIp: undefined, requestedPool: undefined, ipFamilies: families, dualStack, ...shown };
+}
+
+/**
+ * status.loadBalancer.ingress[].ip, canonical, in order, each once. An entry with only a hostname
+ * is another load balancer's way of naming the Service, not an address racklb could keep.
+ */
+function ingressIps(obj: Record<string, unknown>): string[] {
+  const status = optionalObject(own(obj, 'status'), 'status') ?? {};
+  const loadBalancer = optionalObject(own(status, 'loadBalancer'), 'status.loadBalancer') ?? {};
+  const out: string[] = [];
+  optionalArray(own(loadBalancer, 'ingress'), 'status.loadBalancer.ingress').forEach((entry, i) => {
+    const field = `status.loadBalancer.ingress[${i}]`;
+    const text = optionalString(own(requireObject(entry, field), 'ip'), `${field}.ip`);
+    if (text === undefined) return;
+    const ip = normalizeIp(text, `${field}.ip`);
+    if (!out.includes(ip)) out.push(ip);
+  });
+  return out;
 }
 
 const IP_FAMILY_POLICIES: readonly string[] = ['SingleStack', 'PreferDualStack', 'RequireDualStack'];

@@ -78,6 +78,13 @@ export interface ServiceRecord extends ObjectMeta {
    * their stored records are what they were before dual-stack.
    */
   dualStack?: DualStack;
+  /**
+   * status.loadBalancer.ingress[].ip of a managed Service, canonical, in order: the addresses it
+   * showed last. When the store has lost its allocation (Redis restarted empty), one of these is
+   * taken back before the lowest free address, so the Service does not move. Absent when there is
+   * none, and on records stored before racklb read it: read it as `?? []`.
+   */
+  ingressIps?: string[];
 }
 
 export type DualStackPolicy = 'PreferDualStack' | 'RequireDualStack';
@@ -207,6 +214,11 @@ export interface Allocation {
   ip: string;
   pool: string;
   services: string[];
+  /**
+   * The Service that took this address back from its own status (ServiceRecord.ingressIps) because
+   * the store held no allocation for it, for `racklb explain`. Absent on every other allocation.
+   */
+  fromStatus?: string;
 }
 
 /** What a handler reports back: the transport maps it to an answer and the journal records it. */

@@ -10,6 +10,7 @@ const POOL_TEXT: Record<PoolChoiceReason, string> = {
   namespacePool: "a pool bound to the Service's namespace",
   defaultPool: 'the default pool (eip.porter.kubesphere.io/is-default-eip)',
   keptWhileItFits: 'kept from an earlier allocation while it still fits (today another pool would be chosen)',
+  keptFromStatus: 'a pool the Service may use',
 };
 
 function speakerLine(sp: SpeakerExplanation): string[] {
@@ -39,7 +40,7 @@ function rackBlock(r: RackExplanation, prefix: string): string[] {
 
 function originLines(e: Pick<ServiceExplanation, 'ip' | 'origin'>, label: string): string[] {
   if (!e.origin) return [`  ${label} ${e.ip}`];
-  const how = e.origin.requested ? 'requested by the Service' : 'allocated (the lowest free address)';
+  const how = e.origin.requested ? 'requested by the Service' : e.origin.by === 'keptFromStatus' ? 'kept the address its status showed (the store had lost it: Redis restarted empty, or a store rebuilt)' : 'allocated (the lowest free address)';
   return [
     `  ${label} ${e.ip}: ${how}, from Eip ${e.origin.pool}${e.origin.poolAddress ? ` (${e.origin.poolAddress})` : ''}, ${POOL_TEXT[e.origin.by]}`,
     `  ${e.origin.sharedWith.length ? `shared with ${e.origin.sharedWith.join(', ')} (one route for all)` : 'not shared'}`,

@@ -47,7 +47,7 @@ export interface ServiceRow {
   ip: string | null;
   pool: string | null;
   policy: string;
-  /** requested or allocated, and whether shared. */
+  /** requested, allocated or kept from its status, and whether shared. */
   origin: string | null;
   /** Racks whose leaf receives the route (with at least one next hop). */
   announcedIn: string[];
@@ -137,7 +137,7 @@ export function serviceRows(s: Snapshot): ServiceRow[] {
         ip: a.ip,
         pool: a.origin?.pool ?? null,
         policy: svc.externalTrafficPolicy,
-        origin: a.origin ? `${a.origin.requested ? 'requested' : 'allocated'}${a.origin.sharedWith.length ? `, shared with ${a.origin.sharedWith.join(' ')}` : ''}` : null,
+        origin: a.origin ? `${a.origin.requested ? 'requested' : a.origin.by === 'keptFromStatus' ? 'kept from its status' : 'allocated'}${a.origin.sharedWith.length ? `, shared with ${a.origin.sharedWith.join(' ')}` : ''}` : null,
         announcedIn: a.racks.filter((r) => r.announced.length > 0).map((r) => r.rack),
         pending: a.pending,
       });

@@ -117,6 +117,8 @@ export interface ServiceOpts extends MetaOpts {
   /** spec.ipFamilyPolicy (default SingleStack). */
   ipFamilyPolicy?: string;
   selector?: Record<string, string>;
+  /** status.loadBalancer.ingress, as a load balancer wrote it: a string is `{ip}`, an object is taken as it is. */
+  ingress?: (string | Json)[];
 }
 
 export function service(o: ServiceOpts): Json {
@@ -145,7 +147,7 @@ export function service(o: ServiceOpts): Json {
       ...(type === 'LoadBalancer' || type === 'NodePort' ? { externalTrafficPolicy: o.externalTrafficPolicy ?? 'Cluster' } : {}),
       ...(o.loadBalancerIP === undefined ? {} : { loadBalancerIP: o.loadBalancerIP }),
     },
-    status: { loadBalancer: {} },
+    status: { loadBalancer: o.ingress === undefined ? {} : { ingress: o.ingress.map((i) => (typeof i === 'string' ? { ip: i } : i)) } },
   };
 }
 

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { explainNode, explainService, type HopExplanation, type ServiceExplanation } from '../../src/explain/explain.js';
+import { formatServiceExplanation } from '../../src/explain/format.js';
 import { readSnapshot } from '../../src/state/snapshot.js';
 import { viewRows } from '../../src/state/views.js';
 import type { Store } from '../../src/store/store.js';
@@ -59,6 +60,8 @@ beforeAll(async () => {
     endpointSlice({ service: 'local-web', endpoints: [{ nodeName: 'worker-p001' }, { nodeName: 'master1', ready: false }] }),
     service({ name: 'v6-web', pool: 'pool-v6', ipFamilies: ['IPv6'] }),
     service({ name: 'api', namespace: 'team' }),
+    // Came back to a store that had lost its allocation: keeps the address its status shows.
+    service({ name: 'restored', namespace: 'team', ingress: ['203.0.113.5'] }),
     service({ name: 'waiting' }),
   ];
   for (const o of objects) {
@@ -132,6 +135,10 @@ describe('racklb explain service', () => {
     expect(requested.origin).toEqual({ pool: 'porter-bgp-eip', poolAddress: '172.22.0.2', requested: true, by: 'poolOfRequestedIp', sharedWith: ['default/shared-svc'] });
     expect((await explain('default/local-web')).origin).toMatchObject({ pool: 'pool-b', requested: false, by: 'poolAnnotation', sharedWith: [] });
     expect((await explain('team/api')).origin).toMatchObject({ pool: 'pool-team', requested: false, by: 'namespacePool' });
+    const restored = await explain('team/restored');
+    expect(restored.ip).toBe('203.0.113.5');
+    expect(restored.origin).toEqual({ pool: 'pool-team', poolAddress: '203.0.113.0/29', requested: false, by: 'keptFromStatus', sharedWith: [] });
+    expect(formatServiceExplanation(restored)).toContain('IP 203.0.113.5: kept the address its status showed (the store had lost it');
     const waiting = await explain('default/waiting');
     expect(waiting.ip).toBeNull();
     expect(waiting.problems.join()).toContain('no IP yet: no free address in pool "porter-bgp-eip"');
@@ -203,9 +210,10 @@ describe('racklb explain node', () => {
 describe('racklb state views', () => {
   it('lists racks, nodes, Services, peers and speakers', async () => {
     const s = await readSnapshot(fns.store);
-    expect(viewRows('racks', s)).toContainEqual({ rack: 'leaf1', asn: 50000, nodes: ['master1', 'worker-p003', 'worker-p005', 'worker-p006'], nextHops: ['master1', 'worker-p005'], speakers: ['master1'], peers: ['bgppeer-leaf1 192.168.0.2'], routes: 4 });
+    expect(viewRows('racks', s)).toContainEqual({ rack: 'leaf1', asn: 50000, nodes: ['master1', 'worker-p003', 'worker-p005', 'worker-p006'], nextHops: ['master1', 'worker-p005'], speakers: ['master1'], peers: ['bgppeer-leaf1 192.168.0.2'], routes: 5 });
     expect(viewRows('nodes', s)).toContainEqual({ node: 'worker-p006', rack: 'leaf1', ipv4: '192.168.0.7', ipv6: null, ready: true, schedulable: false, speaker: false, nextHop: 'nodeUnschedulable' });
     expect(viewRows('services', s)).toContainEqual({ service: 'default/shared-svc', ip: '172.22.0.2', pool: 'porter-bgp-eip', policy: 'Cluster', origin: 'requested, shared with default/porter-bgp-svc', announcedIn: ['leaf1'], pending: null });
+    expect(viewRows('services', s)).toContainEqual(expect.objectContaining({ service: 'team/restored', ip: '203.0.113.5', origin: 'kept from its status' }));
     expect(viewRows('peers', s)).toContainEqual({ peer: 'bgppeer-leaf2', neighborAddress: L.leaf2, asn: 50001, multihop: false, nodeSelector: 'porter.kubesphere.io/rack=leaf2', speakers: { 'worker-p002': 'active' } });
     expect(viewRows('speakers', s)).toContainEqual(expect.objectContaining({ speaker: 'worker-p007', rack: 'leaf4', peer: null, sessionState: 'no peer' }));
   });

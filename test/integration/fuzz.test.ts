@@ -224,6 +224,7 @@ const brokenField: fc.Arbitrary<Broken> = fc.oneof(
   b('Node', 'spec.unschedulable', fc.constantFrom<unknown>('true', 1, [])),
   b('Service', 'spec.externalTrafficPolicy', fc.constantFrom<unknown>('local', 'Global', 1)),
   b('Service', 'spec.ipFamilies[0]', fc.constantFrom<unknown>('IPv5', 'ipv4', 4, null)),
+  b('Service', 'status.loadBalancer.ingress[0].ip', notAnIp.filter((s) => s !== '')),
   b('Service', 'metadata.annotations["eip.porter.kubesphere.io/v1alpha1"]', notAnIp.filter((s) => s !== ''), 'metadata.annotations["eip.porter.kubesphere.io/v1alpha1"]'),
   b('EndpointSlice', 'endpoints[0].conditions.ready', fc.constantFrom<unknown>('yes', 1, [])),
   b('EndpointSlice', 'endpoints[0].nodeName', notDnsName.filter((s) => s !== '')),

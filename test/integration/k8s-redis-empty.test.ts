@@ -25,6 +25,10 @@ import { startGobgpd, type RunningGobgpd } from '../helpers/gobgpd.js';
 import { startKubeApi, type FakeKubeApi } from '../helpers/kube-api.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
+/**
+ * Service a requests no IP: it holds 198.51.100.1 because its status shows it (as the status writer
+ * of an earlier racklb left it), not the lowest free 198.51.100.0, on every store built from empty.
+ */
 const A = '198.51.100.1/32';
 const B = '198.51.100.2/32';
 const N1 = '192.0.2.11';
@@ -219,12 +223,14 @@ describe('Redis restarted empty under a running bridge', () => {
       // Passive: gobgpd never dials 192.0.2.1, so nothing leaves loopback.
       bgpPeer({ name: 'peer-leaf1', peerAs: 65001, neighborAddress: '192.0.2.1', rack: 'leaf1', spec: { transport: { passiveMode: true } } }),
       eip({ name: 'pool', address: '198.51.100.0/28', isDefault: true }),
-      service({ name: 'a', requestedIp: '198.51.100.1' }),
+      service({ name: 'a' }),
       service({ name: 'b', requestedIp: '198.51.100.2', externalTrafficPolicy: 'Local' }),
       endpointSlice({ service: 'b', endpoints: [{ nodeName: 'n2' }] }),
     ]) {
       kube.apply(fresh(o));
     }
+    // Through the status subresource, as the status writer writes it (it does not run here).
+    kube.setStatus('Service', 'a', 'default', { loadBalancer: { ingress: [{ ip: '198.51.100.1' }] } });
 
     // As `racklb bridge` opens its store: commands fail fast while Redis is away.
     bridgeStore = Store.open(redis.url, { failFast: true, connectionName: 'racklb-bridge' });
@@ -281,11 +287,15 @@ describe('Redis restarted empty under a running bridge', () => {
     const before = await readState((fns as ServedFunctions).store);
     expect(before.complete).toBe(true);
     expect(before.intents['198.51.100.1']).toBeDefined();
+    expect(before.services['default/a']?.ip).toBe('198.51.100.1');
 
     const sampler = sampleRib(EXPECTED);
     const checker = watchCompleteness(before);
     await restartEmpty();
-    await refilled(before, [before.generation]);
+    const after = await refilled(before, [before.generation]);
+    // Its status, not an arrival order, gave a its address again: 198.51.100.0 stayed free.
+    expect(after.services['default/a']?.ip).toBe('198.51.100.1');
+    expect(after.intents['198.51.100.0']).toBeUndefined();
     const { samples, bad } = await sampler.stop();
     const { checked, wrong } = await checker.stop();
 

@@ -209,6 +209,8 @@ describe('allocateFamilies', () => {
       policy: fc.constantFrom('SingleStack', 'PreferDualStack', 'RequireDualStack'),
       v6First: fc.boolean(),
       requestedIp: fc.option(fc.constantFrom('192.0.2.1', '2001:db8::1', '192.0.2.2,2001:db8:1::1'), { nil: undefined }),
+      // The status may show addresses of either family, held by another Service or not: never joined.
+      ingress: fc.option(fc.uniqueArray(fc.constantFrom('192.0.2.1', '192.0.2.3', '2001:db8::2', '2001:db8:1::1'), { maxLength: 3 }), { nil: undefined }),
       remove: fc.boolean(),
     });
     fc.assert(
@@ -221,7 +223,7 @@ describe('allocateFamilies', () => {
           const families = step.v6First ? ['IPv6', 'IPv4'] : ['IPv4', 'IPv6'];
           let s: ServiceRecord;
           try {
-            s = svc({ name: step.name, ipFamilies: families, ipFamilyPolicy: step.policy, requestedIp: step.requestedIp });
+            s = svc({ name: step.name, ipFamilies: families, ipFamilyPolicy: step.policy, requestedIp: step.requestedIp, ingress: step.ingress });
           } catch {
             continue; // a list on a single-stack Service: refused before allocation
           }

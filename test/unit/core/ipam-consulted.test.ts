@@ -39,13 +39,16 @@ describe('addressesConsulted', () => {
     const arbService = fc.record({
       name: fc.constantFrom(...names),
       namespace: fc.constantFrom('default', 'team'),
-      requestedIp: fc.option(fc.constantFrom(...ips), { nil: undefined }),
+      // Half without a request and half without a current allocation, so that the status is often what decides.
+      requestedIp: fc.option(fc.constantFrom(...ips), { nil: undefined, freq: 1 }),
       pool: fc.option(fc.constantFrom('d', 'n', 'x', 'off', 'v6', 'gone'), { nil: undefined }),
       managed: fc.boolean(),
       ipFamilies: fc.constantFrom<string[]>(['IPv4'], ['IPv6'], []),
+      // What the status shows: taken back first when the Service has no allocation.
+      ingress: fc.option(fc.uniqueArray(fc.constantFrom(...ips), { maxLength: 3 }), { nil: undefined }),
     });
     fc.assert(
-      fc.property(fc.array(arbAllocation, { maxLength: 8 }), arbService, fc.option(arbAllocation, { nil: undefined }), (allocations: Allocation[], o, current) => {
+      fc.property(fc.array(arbAllocation, { maxLength: 8 }), arbService, fc.option(arbAllocation, { nil: undefined, freq: 1 }), (allocations: Allocation[], o, current) => {
         const s = parseService(service(o));
         const consulted = addressesConsulted(s, pools, current);
         const want = allocate(s, pools, allocations, current);
@@ -54,14 +57,16 @@ describe('addressesConsulted', () => {
           const subset = allocations.filter((a) => keys.has(ipKey(a.ip)));
           expect(allocate(s, pools, subset, current)).toEqual(want);
         } else {
-          // The lowest free address from an index of held addresses, no allocation handed over.
+          // The lowest free address from an index of held addresses; only the consulted allocations handed over.
           const held = new Set(allocations.filter((a) => a.services.some((x) => x !== s.key)).map((a) => ipKey(a.ip)));
           const asked: string[] = [];
           const lowest = (pool: EipRecord): { ip: string | undefined; scanned: number } => {
             asked.push(pool.name);
             return lowestFreeAt(pool, firstFreeOffset(pool, held));
           };
-          expect(allocate(s, pools, [], current, lowest)).toEqual(want);
+          const keys = new Set(consulted.addresses.map(ipKey));
+          const subset = allocations.filter((a) => keys.has(ipKey(a.ip)));
+          expect(allocate(s, pools, subset, current, lowest)).toEqual(want);
           for (const name of asked) expect(consulted.lowestFreeIn.map((p) => p.name)).toContain(name);
         }
       }),
@@ -72,7 +77,14 @@ describe('addressesConsulted', () => {
   it.each([
     { name: 'a Service that keeps its address', o: { name: 'a' }, current: { ip: '192.0.2.3', pool: 'd', services: ['default/a'] }, want: ['192.0.2.3'] },
     { name: 'a Service that requests an address', o: { name: 'a', requestedIp: '192.0.2.5' }, current: undefined, want: ['192.0.2.5'] },
-    { name: 'a new Service from the default pool', o: { name: 'a' }, current: undefined, want: { lowestFreeIn: [pools[0]] } },
+    { name: 'a new Service from the default pool', o: { name: 'a' }, current: undefined, want: { addresses: [], lowestFreeIn: [pools[0]] } },
+    {
+      name: 'a Service whose status shows addresses: those in its pools, then the search',
+      o: { name: 'a', ingress: ['203.0.113.2', '192.0.2.5', '2001:db8::1', '192.0.2.1'] },
+      current: undefined,
+      want: { addresses: ['192.0.2.5', '192.0.2.1'], lowestFreeIn: [pools[0]] },
+    },
+    { name: 'a Service that keeps its address reads nothing of its status', o: { name: 'a', ingress: ['192.0.2.5'] }, current: { ip: '192.0.2.3', pool: 'd', services: ['default/a'] }, want: ['192.0.2.3'] },
     { name: 'a Service racklb does not manage', o: { name: 'a', managed: false }, current: undefined, want: [] },
   ])('$name', ({ o, current, want }) => {
     expect(addressesConsulted(parseService(service(o)), pools, current)).toEqual(want);

@@ -283,6 +283,8 @@ describe('allocate', () => {
       namespace: fc.constantFrom('default', 'team'),
       requestedIp: fc.option(fc.constantFrom('192.0.2.1', '192.0.2.2', '198.51.100.1', '203.0.113.2'), { nil: undefined }),
       pool: fc.option(fc.constantFrom('d', 'n', 'x'), { nil: undefined }),
+      // A status that shows an address, maybe one another Service holds now: it never joins it.
+      ingress: fc.option(fc.uniqueArray(fc.constantFrom('192.0.2.0', '192.0.2.2', '192.0.2.3', '198.51.100.1', '203.0.113.2', '198.51.100.200'), { maxLength: 2 }), { nil: undefined }),
       remove: fc.boolean(),
     });
     fc.assert(
