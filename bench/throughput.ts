@@ -10,6 +10,8 @@
  * Floors in the same run: a Node.js HTTP server on the same core that reads the body and answers
  * 200 without work, under the same load; and redis-benchmark (GET and SET, 64 clients) against the
  * same Redis, turned into events per second with the number of Redis commands one event costs.
+ * CPU time per event (the function's, and the bare server's per request) is read from /proc: on a
+ * shared machine it moves much less than a rate does.
  */
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
@@ -21,7 +23,7 @@ import { bgpPeerObject, nodeObject, seed, serviceObject, type ClusterShape } fro
 import type { BenchContext, BenchOutput } from './lib/context.js';
 import { Sender } from './lib/events.js';
 import { runLoad, type LoadResult, type Request } from './lib/load.js';
-import { commandStats, diffStats, freePort, memoryOf, pinSelf, startFunction, startProcess, startRedis, waitReady } from './lib/procs.js';
+import { commandStats, cpuSecondsOf, diffStats, freePort, memoryOf, pinSelf, startFunction, startProcess, startRedis, waitReady } from './lib/procs.js';
 import { fmt, fmtRatio, met, type Row } from './lib/results.js';
 import { ratio, round } from './lib/stats.js';
 
@@ -72,6 +74,8 @@ async function redisBenchmark(socket: string, requests: number): Promise<number>
 
 interface FunctionFigures {
   load: LoadResult;
+  /** The function process's own CPU time per event (user and system), in microseconds. */
+  cpu_usec_per_event: number;
   redis_commands_per_event: number;
   redis_usec_per_event: number;
   transactions_per_event: number;
@@ -93,6 +97,7 @@ export async function throughput(ctx: BenchContext): Promise<BenchOutput> {
   await store.connect();
   const figures = {} as Record<FunctionName, FunctionFigures>;
   let httpFloor: LoadResult | undefined;
+  let httpFloorCpu = NaN;
   let redisGetSet = NaN;
   try {
     for (const fn of FUNCTION_NAMES) {
@@ -108,12 +113,15 @@ export async function throughput(ctx: BenchContext): Promise<BenchOutput> {
         await runLoad(f.url, requests.slice(0, warmup), { concurrency: CONCURRENCY, maxEvents: warmup, maxSeconds: 60 });
         await store.redis.config('RESETSTAT');
         const before = await commandStats(store.redis);
+        const cpuBefore = cpuSecondsOf(f.pid);
         const measured = await runLoadFrom(f.url, requests, warmup, maxEvents, maxSeconds);
+        const cpu = cpuSecondsOf(f.pid) - cpuBefore;
         const after = await commandStats(store.redis);
         const d = diffStats(before, after);
         const events = measured.events;
         figures[fn] = {
           load: measured,
+          cpu_usec_per_event: round((cpu * 1e6) / events),
           redis_commands_per_event: round(d.calls / events),
           redis_usec_per_event: round(d.usec / events),
           transactions_per_event: round((d.byCommand.exec ?? 0) / events),
@@ -122,7 +130,7 @@ export async function throughput(ctx: BenchContext): Promise<BenchOutput> {
           peak_rss_mb: round(memoryOf(f.pid).peak_mb),
           ready_ms: round(f.readyMs),
         };
-        ctx.say(`throughput: ${fn}: ${Math.round(measured.events_per_s)} events/s, p50 ${measured.latency.p50_ms} ms, p99 ${measured.latency.p99_ms} ms, ${figures[fn].redis_commands_per_event} Redis commands/event`);
+        ctx.say(`throughput: ${fn}: ${Math.round(measured.events_per_s)} events/s, p50 ${measured.latency.p50_ms} ms, p99 ${measured.latency.p99_ms} ms, ${figures[fn].cpu_usec_per_event} us CPU/event, ${figures[fn].redis_commands_per_event} Redis commands/event`);
         await sender.close();
       } finally {
         await f.stop();
@@ -138,7 +146,9 @@ export async function throughput(ctx: BenchContext): Promise<BenchOutput> {
       const sender = new Sender({ 'on-service': url } as Record<FunctionName, string>, CONCURRENCY, 2);
       const requests = eventsFor('on-service', shape, warmup + maxEvents, sender);
       await runLoad(url, requests.slice(0, warmup), { concurrency: CONCURRENCY, maxEvents: warmup, maxSeconds: 60 });
+      const cpuBefore = cpuSecondsOf(floor.pid);
       httpFloor = await runLoadFrom(url, requests, warmup, maxEvents, maxSeconds);
+      httpFloorCpu = ((cpuSecondsOf(floor.pid) - cpuBefore) * 1e6) / httpFloor.events;
       await sender.close();
     } finally {
       await floor.stop();
@@ -154,7 +164,7 @@ export async function throughput(ctx: BenchContext): Promise<BenchOutput> {
   const section: Record<string, unknown> = {
     state: { nodes: shape.racks * shape.nodesPerRack, racks: shape.racks, services: shape.services },
     concurrency: CONCURRENCY,
-    http_floor: { events_per_s: round(httpFloor!.events_per_s), p50_ms: httpFloor!.latency.p50_ms, p99_ms: httpFloor!.latency.p99_ms },
+    http_floor: { events_per_s: round(httpFloor!.events_per_s), p50_ms: httpFloor!.latency.p50_ms, p99_ms: httpFloor!.latency.p99_ms, cpu_usec_per_event: round(httpFloorCpu) },
     redis_benchmark_get_set_per_s: round(redisGetSet),
   };
   const rows: Row[] = [];
@@ -167,6 +177,7 @@ export async function throughput(ctx: BenchContext): Promise<BenchOutput> {
       p50_ms: x.load.latency.p50_ms,
       p90_ms: x.load.latency.p90_ms,
       p99_ms: x.load.latency.p99_ms,
+      cpu_usec_per_event: x.cpu_usec_per_event,
       events: x.load.events,
       seconds: round(x.load.seconds),
       statuses: x.load.statuses,
@@ -187,6 +198,8 @@ export async function throughput(ctx: BenchContext): Promise<BenchOutput> {
       { figure: `${fn} events/s`, value: fmt(x.load.events_per_s), floor: `${fmt(fl.events_per_s)} http / ${fmt(redisFloor)} redis`, ratio: fmtRatio(ratio(fl.events_per_s, x.load.events_per_s)), target: '>= 5,000/s', met: met(x.load.events_per_s >= 5000) },
       { figure: `${fn} p50`, value: fmt(x.load.latency.p50_ms, ' ms'), floor: fmt(fl.latency.p50_ms, ' ms'), ratio: fmtRatio(ratio(x.load.latency.p50_ms, fl.latency.p50_ms)), target: '', met: '' },
       { figure: `${fn} p99`, value: fmt(x.load.latency.p99_ms, ' ms'), floor: fmt(fl.latency.p99_ms, ' ms'), ratio: fmtRatio(ratio(x.load.latency.p99_ms, fl.latency.p99_ms)), target: '< 20 ms', met: met(x.load.latency.p99_ms < 20) },
+      // 5,000 events/s on one core leaves 200 us of CPU per event.
+      { figure: `${fn} CPU/event`, value: fmt(x.cpu_usec_per_event, ' us'), floor: fmt(httpFloorCpu, ' us'), ratio: fmtRatio(ratio(x.cpu_usec_per_event, httpFloorCpu)), target: '<= 200 us', met: met(x.cpu_usec_per_event <= 200) },
       {
         figure: `${fn} Redis commands/event`,
         value: fmt(x.redis_commands_per_event),

@@ -126,6 +126,16 @@ export function memoryOf(pid: number): { rss_mb: number; peak_mb: number } {
   return { rss_mb: kb('VmRSS') / 1024, peak_mb: kb('VmHWM') / 1024 };
 }
 
+/**
+ * CPU seconds a process has used so far (user and system, all its threads), from /proc/<pid>/stat.
+ * Less noisy than a rate on a shared machine: other work slows the process, it barely adds to it.
+ */
+export function cpuSecondsOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  // utime and stime are fields 14 and 15 of stat(5), in clock ticks of 1/100 s (USER_HZ on Linux).
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 export type CommandStats = Map<string, { calls: number; usec: number }>;
 
 /** INFO commandstats: calls and CPU microseconds per command since the last CONFIG RESETSTAT. */

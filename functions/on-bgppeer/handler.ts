@@ -1,10 +1,11 @@
 /**
  * on-bgppeer: BgpPeer and BgpConf events -> which speaker nodes peer with which router, and the
- * BGP settings speakers apply. A BgpPeer change recomputes the peer list of every speaker node
- * (there are a handful per rack), writing and notifying only the nodes whose list changed.
+ * BGP settings speakers apply. A BgpPeer change recomputes the peer lists of the speaker nodes it
+ * selects before or after the change (a resync: of every speaker node), writing and notifying only
+ * the nodes whose list changed.
  */
 import { identify, parseBgpConf, parseBgpPeer } from '../../src/core/objects.js';
-import { assignPeers } from '../../src/core/peers.js';
+import { assignPeers, speakersTouchedBy } from '../../src/core/peers.js';
 import type { BgpPeerRecord, Outcome } from '../../src/core/types.js';
 import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
@@ -28,19 +29,34 @@ async function handlePeer(event: KubeEvent, { store }: FunctionDeps, id: Identit
   const deleting = event.action === 'delete';
   const record = deleting ? undefined : recordOf(event, 'BgpPeer', parseBgpPeer);
   const k = store.keys;
-  return store.transact<Outcome>([k.object('BgpPeer', id.key), k.epoch('BgpPeer'), k.epoch('Node')], async (r) => {
-    const stored = await r.object('BgpPeer', id.key);
+  // A resync recomputes every speaker's list, mending any that drifted; an event recomputes only
+  // the lists of the speakers the peer selects before or after it (speakersTouchedBy).
+  const everySpeaker = event.record !== undefined;
+  // Only the peer's own key goes to transact: two updates of one BgpPeer in flight conflict on it,
+  // and transact then makes the transactions on its keys take turns. The keys watched below stay
+  // out of that list, or one such conflict would make every BgpPeer event take turns.
+  return store.transact<Outcome>([k.object('BgpPeer', id.key)], async (r) => {
+    // The speakers, their labels and addresses change with Node writes, which all bump this epoch.
+    const nodesWatched = r.redis.watch(k.epoch('Node'));
+    nodesWatched.catch(() => undefined);
+    const [stored, speakerNames, peerNames] = await Promise.all([r.object('BgpPeer', id.key), r.redis.smembers(k.speakers()), r.redis.smembers(k.index('BgpPeer'))]);
+    await nodesWatched;
     const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
+    const prev = stored && !stored.deleted && stored.record.kind === 'BgpPeer' ? stored.record : undefined;
 
-    const others = (await r.allRecords('BgpPeer')).filter((p) => p.key !== id.key);
+    const speakers = await r.records('Node', speakerNames.sort());
+    const touched = everySpeaker ? speakers : speakersTouchedBy(prev, record, speakers);
+    // A change of another peer that alters one of these lists rewrites it: watching them before
+    // the peers are read catches it. Updates of peers that select other speakers go side by side.
+    const listsWatched = touched.length > 0 ? r.redis.watch(...touched.map((n) => k.peers(n.name))) : undefined;
+    listsWatched?.catch(() => undefined);
+    const [others, current] = touched.length > 0 ? await Promise.all([r.records('BgpPeer', peerNames.filter((p) => p !== id.key)), r.redis.mget(touched.map((n) => k.peers(n.name)))]) : [[], []];
+    await listsWatched;
     const peers: BgpPeerRecord[] = record ? [...others, record] : others;
-    const speakerNames = (await r.redis.smembers(k.speakers())).sort();
-    const speakers = await r.records('Node', speakerNames);
-    const current = speakers.length > 0 ? await r.redis.mget(speakers.map((n) => k.peers(n.name))) : [];
     const updates: { node: string; json: string }[] = [];
     const matched: string[] = [];
-    speakers.forEach((node, i) => {
+    touched.forEach((node, i) => {
       const assigned = assignPeers(node, peers);
       if (assigned.some((p) => p.key === id.key)) matched.push(node.name);
       const json = JSON.stringify(assigned);

@@ -69,10 +69,17 @@ export async function handle(event: KubeEvent, { store }: FunctionDeps): Promise
       ? `node ${id.name} deleted`
       : `node ${id.name} in ${record.rack ? `rack ${record.rack}` : 'no rack (a candidate in every rack)'}; ${eligibility?.eligible ? 'next hop' : `not a next hop: ${eligibility && !eligibility.eligible ? eligibility.reason : ''}`}${record.speaker ? `; speaker with ${peers?.length ?? 0} peer(s)` : ''}`;
 
+    // A node's memberships (rack, racks, next hop, speakers) are written here alone, always with the
+    // node, so they match the stored node: an event leaves out the writes that would change nothing
+    // (a Ready flip queued twelve commands, five of them such). A resync writes them all, mending
+    // any that drifted.
+    const settled = prev !== undefined && event.record === undefined;
+    const moved = !settled || oldLocation !== newLocation;
+
     return {
       result: { outcome: 'applied', detail },
       write: (w) => {
-        if (record) w.putObject(record);
+        if (record) w.putObject(record, settled);
         else w.tombstone('Node', id.key, id.uid, id.resourceVersion);
 
         if (oldLocation !== undefined && oldLocation !== newLocation) {
@@ -82,19 +89,26 @@ export async function handle(event: KubeEvent, { store }: FunctionDeps): Promise
           if (oldCandidate) w.notify({ scope: scopeOf(oldLocation), topic: 'nexthops', subject: id.name });
         }
         if (newLocation !== undefined) {
-          w.multi.sadd(k.rackNodes(newLocation), id.name);
-          if (newLocation !== UNRACKED) w.multi.sadd(k.racks(), newLocation);
-          if (newCandidate) w.multi.hset(k.rackNextHops(newLocation), id.name, newCandidate);
-          else w.multi.hdel(k.rackNextHops(newLocation), id.name);
+          if (moved) {
+            w.multi.sadd(k.rackNodes(newLocation), id.name);
+            if (newLocation !== UNRACKED) w.multi.sadd(k.racks(), newLocation);
+          }
+          if (moved || newCandidate !== oldCandidate) {
+            if (newCandidate) w.multi.hset(k.rackNextHops(newLocation), id.name, newCandidate);
+            else w.multi.hdel(k.rackNextHops(newLocation), id.name);
+          }
           if (newCandidate !== oldCandidate || newLocation !== oldLocation) w.notify({ scope: scopeOf(newLocation), topic: 'nexthops', subject: id.name });
         }
 
-        if (peersJson !== undefined) {
-          w.multi.sadd(k.speakers(), id.name);
-          w.multi.set(k.peers(id.name), peersJson);
-        } else {
-          w.multi.srem(k.speakers(), id.name);
-          w.multi.del(k.peers(id.name));
+        // The peer list is there exactly when the node is a speaker (both written here together).
+        if (!settled || peersJson !== storedPeersJson) {
+          if (peersJson !== undefined) {
+            w.multi.sadd(k.speakers(), id.name);
+            w.multi.set(k.peers(id.name), peersJson);
+          } else {
+            w.multi.srem(k.speakers(), id.name);
+            w.multi.del(k.peers(id.name));
+          }
         }
         if (peersJson !== storedPeersJson) w.notify({ scope: { node: id.name }, topic: 'peers', subject: id.name });
         // The speaker on this node follows its own rack and addresses.

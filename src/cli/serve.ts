@@ -31,7 +31,8 @@ export function registerServe(program: Command): void {
       // The secret comes from the environment or a mounted file only, never from argv.
       const secret = loadWebhookSecret();
       if (secret !== undefined && opts.allowUnsignedWebhooks) throw new RacklbError('RACKLB_USAGE', '--allow-unsigned-webhooks: cannot be combined with a webhook secret (a secret means every webhook is signed)');
-      const logger = createLogger(fn);
+      // A line per event: buffered, so logging does not cost a write(2) per event (src/log.ts).
+      const logger = createLogger(fn, undefined, false, true);
       const store = Store.open(opts.redis, { prefix: opts.prefix, failFast: true, connectionName: `racklb-${fn}` });
       const def = FUNCTIONS[fn];
       const stop = new AbortController();

@@ -59,8 +59,19 @@ export function decodeHttpEvent(headers: Record<string, HeaderValue>, body: stri
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw invalidEvent('structured CloudEvent body must be a JSON object');
   }
   let event: CloudEvent<unknown>;
+  // The SDK's JSON parser builds two ValidationErrors on every call, in case it needs them, and
+  // capturing their stack traces was a third of the cost of decoding an event. Only their messages
+  // are ever read here, so no frames are captured while the SDK runs (synchronously: nothing else
+  // can observe the setting).
+  const stackTraceLimit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
   try {
-    const decoded = HTTP.toEvent<unknown>({ headers: flat, body }) as CloudEvent<unknown> | CloudEvent<unknown>[];
+    let decoded: CloudEvent<unknown> | CloudEvent<unknown>[];
+    try {
+      decoded = HTTP.toEvent<unknown>({ headers: flat, body }) as CloudEvent<unknown> | CloudEvent<unknown>[];
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit;
+    }
     if (Array.isArray(decoded)) throw invalidEvent('batched CloudEvents are not accepted: send one event per request');
     event = decoded;
     // HTTP.toEvent builds events without validating them, and validate() takes any specversion.

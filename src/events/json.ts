@@ -21,7 +21,9 @@ export interface JsonShapeProblem {
   rule: string;
 }
 
-type Frame = { kind: 'object'; path: string; keys: Set<string>; expectKey: boolean; lastKey: string } | { kind: 'array'; path: string; index: number };
+// A frame's path is not kept: it is rebuilt from the stack (`pathAt`) only when a problem is
+// reported. Building it for every nested value made this scan cost twice the JSON.parse after it.
+type Frame = { kind: 'object'; keys: Set<string>; expectKey: boolean; lastKey: string } | { kind: 'array'; index: number };
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -33,9 +35,14 @@ function memberPath(base: string, key: string): string {
   return plain ? `${base}.${shown}` : `${base}[${JSON.stringify(shown)}]`;
 }
 
-function childPath(frame: Frame | undefined): string {
-  if (frame === undefined) return '';
-  return frame.kind === 'object' ? memberPath(frame.path, frame.lastKey) : `${frame.path}[${frame.index}]`;
+/** The path of the member or element stack[depth - 1] is at now: the path of stack[depth] ('' for the top level). */
+function pathAt(stack: readonly Frame[], depth: number): string {
+  let path = '';
+  for (let d = 0; d < depth; d++) {
+    const frame = stack[d] as Frame;
+    path = frame.kind === 'object' ? memberPath(path, frame.lastKey) : `${path}[${frame.index}]`;
+  }
+  return path;
 }
 
 /** Index just past the closing quote of the string that starts at `start` (a quote), or -1. */
@@ -72,7 +79,7 @@ export function jsonShapeProblem(text: string, maxDepth = MAX_JSON_DEPTH): JsonS
             return undefined;
           }
         }
-        if (top.keys.has(key)) return { field: memberPath(top.path, key), rule: 'must appear once: duplicate keys in JSON are refused' };
+        if (top.keys.has(key)) return { field: memberPath(pathAt(stack, stack.length - 1), key), rule: 'must appear once: duplicate keys in JSON are refused' };
         top.keys.add(key);
         top.lastKey = key;
         top.expectKey = false;
@@ -81,10 +88,11 @@ export function jsonShapeProblem(text: string, maxDepth = MAX_JSON_DEPTH): JsonS
       continue;
     }
     if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
-      const parent = stack[stack.length - 1];
-      const path = childPath(parent);
-      if (stack.length >= maxDepth) return { field: path === '' ? '.' : path, rule: `must nest at most ${maxDepth} levels deep` };
-      stack.push(c === 0x7b ? { kind: 'object', path, keys: new Set(), expectKey: true, lastKey: '' } : { kind: 'array', path, index: 0 });
+      if (stack.length >= maxDepth) {
+        const path = pathAt(stack, stack.length);
+        return { field: path === '' ? '.' : path, rule: `must nest at most ${maxDepth} levels deep` };
+      }
+      stack.push(c === 0x7b ? { kind: 'object', keys: new Set(), expectKey: true, lastKey: '' } : { kind: 'array', index: 0 });
     } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
       stack.pop();
     } else if (c === 0x2c /* , */) {

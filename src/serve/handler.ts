@@ -4,7 +4,7 @@
  */
 import type { Logger } from 'pino';
 import { isRacklbError, RacklbError } from '../errors.js';
-import { redactReplacer, redactText } from '../secrets.js';
+import { redactedJson, redactText } from '../secrets.js';
 import type { Kind, KubeRecord, Outcome } from '../core/types.js';
 import type { KubeEvent } from '../events/codec.js';
 import type { FunctionName } from '../store/keys.js';
@@ -27,7 +27,14 @@ export interface FunctionDefinition {
 /** What the transport needs: the outcome, and whether the sender should retry. */
 export type Handled = { ok: true; outcome: Outcome } | { ok: false; retry: true; error: RacklbError };
 
-function describeObject(object: unknown): { kind: string; key: string; uid: string; resourceVersion: string } {
+interface ObjectDescription {
+  kind: string;
+  key: string;
+  uid: string;
+  resourceVersion: string;
+}
+
+function describeObject(object: unknown): ObjectDescription {
   const o = (typeof object === 'object' && object !== null ? object : {}) as Record<string, unknown>;
   const meta = (typeof o.metadata === 'object' && o.metadata !== null ? o.metadata : {}) as Record<string, unknown>;
   const str = (v: unknown): string => (typeof v === 'string' ? v.slice(0, 300) : '');
@@ -41,21 +48,60 @@ function describeObject(object: unknown): { kind: string; key: string; uid: stri
  * failure becomes `retry` (the transport answers 503 or leaves a stream entry pending).
  */
 export async function runHandler(def: FunctionDefinition, event: KubeEvent, deps: FunctionDeps, via: string): Promise<Handled> {
-  let outcome: Outcome;
-  try {
-    outcome = await def.handle(event, deps);
-  } catch (err) {
-    if (isRacklbError(err, 'RACKLB_INVALID_FIELD') || isRacklbError(err, 'RACKLB_INVALID_EVENT')) {
-      outcome = { outcome: 'rejected', detail: err.message, ...(err.field ? { field: err.field } : {}), ...(err.rule ? { rule: err.rule } : {}) };
-    } else {
-      const error = err instanceof RacklbError ? err : new RacklbError('RACKLB_STORE_UNAVAILABLE', `unexpected failure: ${String(err)}`, { cause: err });
-      deps.logger.warn({ fn: def.name, eventId: event.id, err: error.message, code: error.code }, 'event not applied; sender should retry');
-      return { ok: false, retry: true, error };
+  const obj = describeObject(event.object);
+  const handled = await inObjectOrder(`${def.name}\n${obj.kind}\n${obj.key}`, async (): Promise<Handled> => {
+    let outcome: Outcome;
+    try {
+      outcome = await def.handle(event, deps);
+    } catch (err) {
+      if (isRacklbError(err, 'RACKLB_INVALID_FIELD') || isRacklbError(err, 'RACKLB_INVALID_EVENT')) {
+        outcome = { outcome: 'rejected', detail: err.message, ...(err.field ? { field: err.field } : {}), ...(err.rule ? { rule: err.rule } : {}) };
+      } else {
+        const error = err instanceof RacklbError ? err : new RacklbError('RACKLB_STORE_UNAVAILABLE', `unexpected failure: ${String(err)}`, { cause: err });
+        deps.logger.warn({ fn: def.name, eventId: event.id, err: error.message, code: error.code }, 'event not applied; sender should retry');
+        return { ok: false, retry: true, error };
+      }
     }
+    await journal(deps, def.name, event, obj, outcome, via);
+    return { ok: true, outcome };
+  });
+  if (handled.ok) eventLogger(deps.logger).info({ fn: def.name, eventId: event.id, type: event.type, ...obj, outcome: handled.outcome.outcome, detail: handled.outcome.detail }, 'event');
+  return handled;
+}
+
+/** The last event of each object in this process, while one runs: what the next one waits for. */
+const objectTails = new Map<string, Promise<unknown>>();
+
+/**
+ * Runs the events of one object one after the other, in the order they reached this process, and
+ * those of different objects side by side. Side by side, two events of one object only fail each
+ * other's EXEC (they WATCH the same key) and may apply in either order; the store's checks still
+ * hold across processes.
+ */
+async function inObjectOrder<T>(object: string, run: () => Promise<T>): Promise<T> {
+  const before = objectTails.get(object);
+  const mine = (before === undefined ? run() : before.then(run, run)).finally(() => {
+    if (objectTails.get(object) === mine) objectTails.delete(object);
+  });
+  objectTails.set(object, mine);
+  return mine;
+}
+
+const eventLoggers = new WeakMap<Logger, Logger>();
+
+/**
+ * The logger of the line every event gets. Redaction (src/log.ts) matches member names, and this
+ * line's members are fixed names holding strings, so it could never change the line; skipping it
+ * halves what the line costs (pino clones and re-serializes every line when a redact path starts
+ * with a wildcard). Every other line is still redacted.
+ */
+function eventLogger(logger: Logger): Logger {
+  let child = eventLoggers.get(logger);
+  if (child === undefined) {
+    child = logger.child({}, { redact: { paths: [] } });
+    eventLoggers.set(logger, child);
   }
-  await journal(deps, def.name, event, outcome, via);
-  deps.logger.info({ fn: def.name, eventId: event.id, type: event.type, ...describeObject(event.object), outcome: outcome.outcome, detail: outcome.detail }, 'event');
-  return { ok: true, outcome };
+  return child;
 }
 
 /** Journals an event that never reached a handler (undecodable envelope). */
@@ -65,8 +111,7 @@ export async function journalRejectedEnvelope(deps: FunctionDeps, fn: FunctionNa
     .catch((err: unknown) => deps.logger.warn({ err: String(err) }, 'could not journal a rejected request'));
 }
 
-async function journal(deps: FunctionDeps, fn: FunctionName, event: KubeEvent, outcome: Outcome, via: string): Promise<void> {
-  const obj = describeObject(event.object);
+async function journal(deps: FunctionDeps, fn: FunctionName, event: KubeEvent, obj: ObjectDescription, outcome: Outcome, via: string): Promise<void> {
   try {
     await deps.store.appendJournal({
       at: new Date().toISOString(),
@@ -82,7 +127,7 @@ async function journal(deps: FunctionDeps, fn: FunctionName, event: KubeEvent, o
       type: event.type,
       source: event.source,
       // A BgpPeer's MD5 password stays out of the journal (docs/operations.md, secrets).
-      event: JSON.stringify({ id: event.id, source: event.source, type: event.type, time: event.time, data: event.object }, redactReplacer),
+      event: redactedJson({ id: event.id, source: event.source, type: event.type, time: event.time, data: event.object }),
     });
   } catch (err) {
     // The effect is stored; losing its journal line is worth a warning, not a retry that would

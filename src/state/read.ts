@@ -47,7 +47,7 @@ export function isIntent(x: unknown): x is ServiceIpIntent {
   return typeof i === 'object' && i !== null && typeof i.ip === 'string' && (i.family === 'ipv4' || i.family === 'ipv6') && (i.policy === 'Cluster' || i.policy === 'Local') && Array.isArray(i.nodes);
 }
 
-function isCandidate(x: unknown): x is NextHopCandidate {
+export function isCandidate(x: unknown): x is NextHopCandidate {
   const c = x as NextHopCandidate;
   return typeof c === 'object' && c !== null && typeof c.node === 'string' && typeof c.addresses === 'object' && c.addresses !== null;
 }
@@ -74,9 +74,14 @@ export async function readIntents(r: Reader, onMalformed: OnMalformed = ignore):
  * PorterLB's single speaker served them all.
  */
 export async function readCandidates(r: Reader, rack: string | undefined, onMalformed: OnMalformed = ignore): Promise<NextHopCandidate[]> {
+  return [...(await readCandidatesByRack(r, rack, onMalformed)).values()].flatMap((m) => [...m.values()]);
+}
+
+/** The same candidates by where they are stored: rack (UNRACKED for nodes without one) -> node -> candidate. */
+export async function readCandidatesByRack(r: Reader, rack: string | undefined, onMalformed: OnMalformed = ignore): Promise<Map<string, Map<string, NextHopCandidate>>> {
   const racks = rack !== undefined ? [rack, UNRACKED] : [...(await r.redis.smembers(r.keys.racks())), UNRACKED];
   const maps = await Promise.all(racks.map((name) => validHash(r, r.keys.rackNextHops(name), isCandidate, onMalformed)));
-  return maps.flatMap((m) => [...m.values()]);
+  return new Map(racks.map((name, i) => [name, maps[i] as Map<string, NextHopCandidate>]));
 }
 
 export async function readState(store: Store): Promise<StateDocument> {

@@ -199,3 +199,37 @@ describe('rejections', () => {
     expect(res.status).toBe(413);
   });
 });
+
+describe('BgpPeers', () => {
+  it('keeps every speaker list whole under concurrent updates of the peers it holds, and rewrites only the lists a peer selects', async () => {
+    const speakers = [
+      node({ name: 's1', ip: '192.0.2.11', rack: 'leaf1', speaker: true }),
+      node({ name: 's2', ip: '192.0.2.12', rack: 'leaf1', speaker: true }),
+      node({ name: 's3', ip: '192.0.2.75', rack: 'leaf2', speaker: true }),
+    ];
+    for (const n of speakers) expect((await send(fns, 'add', n)).outcome).toBe('applied');
+    const peer = (i: number, asn: number, rv: number, rack = 'leaf1'): Record<string, unknown> =>
+      bgpPeer({ name: `p${i}`, peerAs: asn, neighborAddress: `192.0.2.${1 + i}`, rack, resourceVersion: String(rv) });
+    let rv = 100;
+    for (let i = 0; i < 8; i++) expect((await send(fns, 'add', peer(i, 65000 + i, rv++))).outcome).toBe('applied');
+    // Eight updates in flight at once, five times over: each one rewrites s1's and s2's lists, so
+    // each must see the others' latest versions or one would be lost.
+    for (let round = 1; round <= 5; round++) {
+      const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => send(fns, 'update', peer(i, 65000 + 100 * round + i, rv + i))));
+      rv += 8;
+      for (const a of answers) expect(a.outcome, a.body).toBe('applied');
+    }
+    const want = Array.from({ length: 8 }, (_, i) => ({ name: `p${i}`, address: `192.0.2.${1 + i}`, asn: 65500 + i }));
+    let state = await stateJson(redis.url);
+    expect(state.peers.s1).toEqual(want);
+    expect(state.peers.s2).toEqual(want);
+    expect(state.peers.s3).toEqual([]);
+
+    // A peer moved to the other rack leaves the lists of the first and joins the list of the second.
+    const moved = await send(fns, 'update', peer(3, 65503, rv++, 'leaf2'));
+    expect(moved.detail).toBe('BgpPeer p3 (192.0.2.4 AS 65503) applies to speaker node(s) s3');
+    state = await stateJson(redis.url);
+    expect(state.peers.s1).toEqual(want.filter((p) => p.name !== 'p3'));
+    expect(state.peers.s3).toEqual([{ name: 'p3', address: '192.0.2.4', asn: 65503 }]);
+  });
+});

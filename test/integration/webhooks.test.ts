@@ -195,6 +195,7 @@ describe('POST /resync', () => {
     const k = store.keys;
     // Damage what the functions derive, leaving the stored objects alone.
     await store.redis.hdel(k.rackNextHops('leaf1'), 'master1');
+    await store.redis.srem(k.rackNodes('leaf1'), 'master1');
     await store.redis.del(k.peers('worker-p002'));
     await store.redis.hdel(k.intents(), '172.22.0.2');
     await store.redis.hdel(k.serviceIps(), 'default/porter-bgp-svc');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { REDACTED, redactReplacer, redactText } from '../../src/secrets.js';
+import { REDACTED, redactedJson, redactReplacer, redactText } from '../../src/secrets.js';
 
 describe('secrets', () => {
   const cases: { name: string; text: string; secret: string }[] = [
@@ -22,5 +22,17 @@ describe('secrets', () => {
     const text = JSON.stringify({ a: { authPassword: 'x1' }, list: [{ password: 'x2' }], authPassword: '' }, redactReplacer);
     expect(text).not.toMatch(/x1|x2/);
     expect(text).toContain(REDACTED);
+  });
+  it('stringifies as the replacer does, with or without secrets in the value', () => {
+    const values: unknown[] = [
+      { spec: { conf: { authPassword: 's3cret', peerAs: 1 } } },
+      { list: [{ password: 'x2' }, { password: '' }] },
+      { note: 'a value that reads "password":"not-a-member"', n: 1 },
+      { ['pass\u0077ord']: 'escaped-name' },
+      JSON.parse('{"pass\\u0077ord":"escaped-in-text"}'),
+      { metadata: { name: 'n1', labels: { a: 'b' } }, list: [1, null, true] },
+    ];
+    for (const v of values) expect(redactedJson(v)).toBe(JSON.stringify(v, redactReplacer));
+    expect(redactedJson(values[4])).not.toContain('escaped-in-text');
   });
 });
