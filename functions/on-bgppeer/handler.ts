@@ -25,7 +25,7 @@ export async function handle(event: KubeEvent, deps: FunctionDeps): Promise<Outc
 
 type Identity = ReturnType<typeof identify>;
 
-async function handlePeer(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
+async function handlePeer(event: KubeEvent, { store, journal }: FunctionDeps, id: Identity): Promise<Outcome> {
   const deleting = event.action === 'delete';
   const record = deleting ? undefined : recordOf(event, 'BgpPeer', parseBgpPeer);
   const k = store.keys;
@@ -76,10 +76,10 @@ async function handlePeer(event: KubeEvent, { store }: FunctionDeps, id: Identit
         }
       },
     };
-  });
+  }, { journal });
 }
 
-async function handleConf(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
+async function handleConf(event: KubeEvent, { store, journal }: FunctionDeps, id: Identity): Promise<Outcome> {
   const deleting = event.action === 'delete';
   const record = deleting ? undefined : recordOf(event, 'BgpConf', parseBgpConf);
   const k = store.keys;
@@ -101,5 +101,5 @@ async function handleConf(event: KubeEvent, { store }: FunctionDeps, id: Identit
         if (effective) w.notify({ scope: 'all', topic: 'conf', subject: id.name });
       },
     };
-  });
+  }, { journal });
 }

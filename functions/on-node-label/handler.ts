@@ -31,7 +31,7 @@ function candidateJson(node: NodeRecord | undefined): string | undefined {
   return c.eligible ? JSON.stringify(c.candidate) : undefined;
 }
 
-export async function handle(event: KubeEvent, { store }: FunctionDeps): Promise<Outcome> {
+export async function handle(event: KubeEvent, { store, journal }: FunctionDeps): Promise<Outcome> {
   const id = identify(event.object);
   requireKind(definition, id.kind);
   const deleting = event.action === 'delete';
@@ -117,5 +117,5 @@ export async function handle(event: KubeEvent, { store }: FunctionDeps): Promise
         }
       },
     };
-  });
+  }, { journal });
 }

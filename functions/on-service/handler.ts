@@ -4,7 +4,7 @@
  * externalTrafficPolicy Local only those with a ready endpoint).
  */
 import { addressesConsulted, allocateFamilies, checkPoolOverlap, familyViews, formatPending, lowestFreeAt, requestsByFamily, type LowestFree } from '../../src/core/ipam.js';
-import { familyName, parseIp } from '../../src/core/ip.js';
+import { familyName, formatIp, parseIp } from '../../src/core/ip.js';
 import { identify, parseEip, parseEndpointSlice, parseService } from '../../src/core/objects.js';
 import { serviceIpIntent } from '../../src/core/intents.js';
 import type { Allocation, EipRecord, EndpointSliceRecord, Family, Outcome, ServiceRecord } from '../../src/core/types.js';
@@ -12,7 +12,8 @@ import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
 import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
 import { formatServiceIps, parseServiceIps } from '../../src/store/keys.js';
-import { ALLOCATION_INDEX_COMPLETE, storedVersion, type Reader, type TxWriter } from '../../src/store/store.js';
+import { GroupCommit, type Settled } from '../../src/store/group-commit.js';
+import { ALLOCATION_INDEX_COMPLETE, storedVersion, type Reader, type Store, type StoredObject, type TxJournal, type TxWriter } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-service', kinds: ['Service', 'EndpointSlice', 'Eip'], handle };
 
@@ -40,8 +41,13 @@ class AllocationPlan {
   readonly touchedIps = new Set<string>();
   /** Records as they will be after this transaction, for the Services it changes. */
   readonly overrides = new Map<string, ServiceRecord | undefined>();
-  /** The lowest free address per pool from the allocation index, when it answers for this plan. */
-  lowest: LowestFree | undefined;
+  /**
+   * The lowest free addresses of each pool searched, from the allocation index as read (see
+   * freeFromIndex); unset when the plan holds every allocation and `allocate` scans them.
+   */
+  freeIndex: Map<string, IndexFree> | undefined;
+  /** Every address whose allocation this plan read or wrote: the only ones whose holders it knows. */
+  private readonly known: Set<string>;
   /** Every allocation was read and the index is not complete: write it whole with this plan. */
   rebuildIndex = false;
 
@@ -50,6 +56,7 @@ class AllocationPlan {
     this.original = new Map([...allocations].map(([ip, a]) => [ip, JSON.stringify(a)]));
     this.serviceIps = new Map(Object.entries(serviceIps).map(([key, value]) => [key, parseServiceIps(value)]));
     this.originalServiceIps = new Map(Object.entries(serviceIps));
+    this.known = new Set(allocations.keys());
   }
 
   static async load(r: Reader): Promise<AllocationPlan> {
@@ -59,37 +66,6 @@ class AllocationPlan {
     // Everything is in hand: the cheapest moment to make the index whole (a store from before it existed).
     plan.rebuildIndex = complete === null;
     return plan;
-  }
-
-  /**
-   * What allocating one Service reads: its current address, and the allocations `allocate` looks at
-   * (the one it keeps or requests), so that a Service event costs the same at 10 or 100,000
-   * Services. Only a Service that needs the lowest free address reads every allocation.
-   */
-  static async loadForService(r: Reader, key: string, record: ServiceRecord | undefined, pools: readonly EipRecord[], read: ServiceAllocationRead): Promise<AllocationPlan> {
-    const { stored, allocations } = read;
-    const own = stored === undefined ? {} : { [key]: stored };
-    const currentAllocations = parseServiceIps(stored).flatMap((ip) => allocations.get(ip) ?? []);
-    // Per family of the Service (one for a single-stack Service), as allocateFamilies will ask.
-    const perFamily = record ? familyViews(record, pools, currentAllocations).map((v) => (v.ok ? addressesConsulted(v.service, pools, v.current) : [])) : [];
-    const consulted = perFamily.flatMap((c) => (Array.isArray(c) ? c : c.addresses));
-    const missing = consulted.filter((ip) => !read.fetched.has(ip));
-    if (missing.length > 0) {
-      const values = await r.redis.hmget(r.keys.allocations(), ...missing);
-      missing.forEach((ip, i) => {
-        const a = parseAllocation(values[i] ?? null);
-        if (a) allocations.set(ip, a);
-      });
-    }
-    if (perFamily.some((c) => !Array.isArray(c))) {
-      const searched = perFamily.flatMap((c) => (Array.isArray(c) ? [] : c.lowestFreeIn));
-      const lowest = (await read.indexComplete) ? await lowestFromIndex(r, searched, key, currentAllocations) : undefined;
-      if (lowest === undefined) return AllocationPlan.load(r);
-      const plan = new AllocationPlan(allocations, own);
-      plan.lowest = lowest;
-      return plan;
-    }
-    return new AllocationPlan(allocations, own);
   }
 
   /** Whether `service`'s stored value differs from what was read. */
@@ -121,7 +97,7 @@ class AllocationPlan {
       this.pendingChanges.set(key, undefined);
       return current.length > 0 ? `released ${current.join(', ')}` : 'not managed by racklb';
     }
-    const results = allocateFamilies(record, pools, [...this.allocations.values()], currentAllocations, this.lowest);
+    const results = allocateFamilies(record, pools, [...this.allocations.values()], currentAllocations, this.lowestFor(key));
     const ips: string[] = [];
     const missing: { family: Family | undefined; reason: string }[] = [];
     const sentences: string[] = [];
@@ -139,6 +115,7 @@ class AllocationPlan {
       const fromStatus = result.fromStatus ? key : held?.fromStatus;
       this.allocations.set(result.ip, { ip: result.ip, pool: result.pool, services, ...(fromStatus !== undefined ? { fromStatus } : {}) });
       this.touchedIps.add(result.ip);
+      this.known.add(result.ip);
       ips.push(result.ip);
       const takenBack = result.fromStatus === true && !currentAllocations.some((a) => a.ip === result.ip);
       const note = result.shared ? ` (shared with ${services.filter((s) => s !== key).join(', ')})` : takenBack ? ' (the address its status showed: the store held no allocation for it)' : '';
@@ -147,6 +124,33 @@ class AllocationPlan {
     this.setServiceIps(key, ips);
     this.pendingChanges.set(key, formatPending(record, missing));
     return sentences.join('; ');
+  }
+
+  /**
+   * The lowest address of a pool free of Services other than `service`, as the scan over every
+   * allocation would find it after the decisions this plan made so far: the lowest of the free
+   * addresses the index listed and of the addresses this plan knows, that no other Service holds
+   * now. Below the index's last listed address, every address the plan does not know is as the
+   * index saw it; the index lists one more address than the batch can take, so the answer always
+   * lies below it or the pool is full.
+   */
+  private lowestFor(service: string): LowestFree | undefined {
+    const index = this.freeIndex;
+    if (index === undefined) return undefined;
+    const heldByOthers = (ip: string): boolean => this.allocations.get(ip)?.services.some((s) => s !== service) ?? false;
+    return (pool) => {
+      const free = index.get(pool.name);
+      if (free === undefined) throw new Error(`allocation plan: pool ${pool.name} was not searched in the allocation index`);
+      let best = free.offsets.find((offset) => !heldByOthers(formatIp('ipv4', BigInt(free.first + offset))));
+      if (best === undefined && !free.complete) throw new Error(`allocation plan: every address the allocation index listed for pool ${pool.name} was taken in one batch`);
+      for (const ip of this.known) {
+        const n = ipv4Number(ip);
+        if (n === undefined || n < free.first || n > free.last) continue;
+        const offset = n - free.first;
+        if ((best === undefined || offset < best) && !heldByOthers(ip)) best = offset;
+      }
+      return lowestFreeAt(pool, best === undefined ? undefined : BigInt(best));
+    };
   }
 
   private setServiceIps(key: string, ips: string[]): void {
@@ -166,14 +170,13 @@ class AllocationPlan {
   }
 }
 
-/** A Service's current IPs and the allocations at them and at the IPs it requests, read together. */
-interface ServiceAllocationRead {
-  /** The Service's stored value (see parseServiceIps). */
-  stored: string | undefined;
-  fetched: Set<string>;
-  allocations: Map<string, Allocation>;
-  /** Whether the allocation index is complete; asked only when the Service may need the lowest free address. */
-  indexComplete: Promise<boolean>;
+/** The free addresses of one pool the allocation index listed, lowest first (see AllocationPlan.lowestFor). */
+interface IndexFree {
+  first: number;
+  last: number;
+  offsets: number[];
+  /** The index listed fewer than asked: no other address of the pool is free. */
+  complete: boolean;
 }
 
 /** The address as a number when it is IPv4 (the allocation index holds only those). */
@@ -183,47 +186,15 @@ function ipv4Number(ip: string): number | undefined {
 }
 
 /**
- * The lowest free address of each pool from the allocation index, as `allocate` would find it by
- * scanning every allocation; undefined when the index cannot answer (an IPv6 pool). The Service's
- * own current addresses count as free when it holds them alone: `assign` releases them before allocating.
+ * The lowest `take + 1` free addresses of each pool, from the allocation index; undefined when the
+ * index cannot answer for one of them (an IPv6 pool), and the plan then reads every allocation.
  */
-async function lowestFromIndex(r: Reader, pools: readonly EipRecord[], key: string, current: readonly Allocation[]): Promise<LowestFree | undefined> {
+async function freeFromIndex(r: Reader, pools: readonly EipRecord[], take: number): Promise<Map<string, IndexFree> | undefined> {
   const bounds = pools.map((p) => ({ pool: p, first: ipv4Number(p.firstIp), last: ipv4Number(p.lastIp) }));
   if (bounds.some((b) => b.first === undefined || b.last === undefined)) return undefined;
-  const offsets = await Promise.all(bounds.map((b) => r.lowestFreeOffset(b.first as number, b.last as number)));
-  const released = current.filter((a) => a.services.every((s) => s === key)).flatMap((a) => ipv4Number(a.ip) ?? []);
-  const answers = new Map<string, ReturnType<LowestFree>>();
-  bounds.forEach((b, i) => {
-    let offset = offsets[i];
-    const first = b.first as number;
-    for (const ip of released) {
-      if (ip >= first && ip <= (b.last as number) && (offset === undefined || ip - first < offset)) offset = ip - first;
-    }
-    answers.set(b.pool.name, lowestFreeAt(b.pool, offset === undefined ? undefined : BigInt(offset)));
-  });
-  return (pool) => answers.get(pool.name) ?? { ip: undefined, scanned: 0 };
-}
-
-async function readServiceAllocation(r: Reader, key: string, record: ServiceRecord | undefined): Promise<ServiceAllocationRead> {
-  const k = r.keys;
-  const requests = record?.managed === true ? requestsByFamily(record) : [];
-  const mayNeedLowest = requests.some((ip) => ip === undefined);
-  const indexComplete = mayNeedLowest ? r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE).then((v) => v !== null) : Promise.resolve(false);
-  indexComplete.catch(() => undefined);
-  const stored = (await r.redis.hget(k.serviceIps(), key)) ?? undefined;
-  // The addresses `allocate` looks at are almost always the current, the requested or (the store
-  // lost the allocation) the one the status shows, which is mostly the current one: fetched now,
-  // without waiting to know which (see addressesConsulted).
-  const shown = record?.managed === true ? (record.ingressIps ?? []) : [];
-  const fetched = new Set([...parseServiceIps(stored), ...requests, ...shown].filter((ip): ip is string => ip !== undefined));
-  const ips = [...fetched];
-  const values = ips.length > 0 ? await r.redis.hmget(k.allocations(), ...ips) : [];
-  const allocations = new Map<string, Allocation>();
-  ips.forEach((ip, i) => {
-    const a = parseAllocation(values[i] ?? null);
-    if (a) allocations.set(ip, a);
-  });
-  return { stored, fetched, allocations, indexComplete };
+  const asked = take + 1;
+  const lists = await Promise.all(bounds.map((b) => r.lowestFreeOffsets(b.first as number, b.last as number, asked)));
+  return new Map(bounds.map((b, i) => [b.pool.name, { first: b.first as number, last: b.last as number, offsets: lists[i] ?? [], complete: (lists[i]?.length ?? 0) < asked }]));
 }
 
 /** One stored allocation; a malformed one counts as absent, as `Reader.hashJson` skips it. */
@@ -236,40 +207,46 @@ function parseAllocation(json: string | null): Allocation | undefined {
   }
 }
 
-/** Route intents of the given IPs as they will be, compared with what is stored. */
+/**
+ * Route intents of the given IPs as they will be, compared with what is stored. Every read goes out
+ * at once for all the IPs: a batch of Service events touches many.
+ */
 async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPlan | undefined, sliceOverride?: { service: string; sliceKey: string; slice: EndpointSliceRecord | undefined }): Promise<{ ip: string; json: string | undefined }[]> {
   const k = r.keys;
-  const out: { ip: string; json: string | undefined }[] = [];
-  for (const ip of ips) {
-    // Sent now, read at the end: it travels with the reads below instead of after them.
-    const storedIntent = r.redis.hget(k.intents(), ip);
-    storedIntent.catch(() => undefined);
-    const owners = plan ? (plan.allocations.get(ip)?.services ?? []) : (parseAllocation(await r.redis.hget(k.allocations(), ip))?.services ?? []);
-    const fromStore = owners.filter((o) => !plan?.overrides.has(o));
-    const services: ServiceRecord[] = [...(await r.records('Service', fromStore))];
-    for (const o of owners) {
-      const rec = plan?.overrides.get(o);
+  const list = [...ips];
+  if (list.length === 0) return [];
+  // Sent now, read at the end: it travels with the reads below instead of after them.
+  const storedIntents = r.redis.hmget(k.intents(), ...list);
+  storedIntents.catch(() => undefined);
+  const owners = plan ? list.map((ip) => plan.allocations.get(ip)?.services ?? []) : (await r.redis.hmget(k.allocations(), ...list)).map((v) => parseAllocation(v)?.services ?? []);
+  const fromStore = [...new Set(owners.flat().filter((o) => !plan?.overrides.has(o)))];
+  const stored = new Map((await r.records('Service', fromStore)).map((s) => [s.key, s]));
+  const servicesOf = owners.map((o) => {
+    const services: ServiceRecord[] = o.flatMap((key) => (plan?.overrides.has(key) ? [] : (stored.get(key) ?? [])));
+    for (const key of o) {
+      const rec = plan?.overrides.get(key);
       if (rec) services.push(rec);
     }
-    const managed = services.filter((s) => s.managed);
-    let json: string | undefined;
-    if (managed.length > 0) {
-      const slices: EndpointSliceRecord[] = [];
-      // serviceIpIntent reads slices only when every Service of the IP is Local: skip the reads otherwise.
-      const local = managed.every((s) => s.externalTrafficPolicy === 'Local');
-      for (const s of local ? managed : []) {
-        const bySlice = await r.hashJson<EndpointSliceRecord>(k.serviceEndpoints(s.key));
-        if (sliceOverride?.service === s.key) {
-          if (sliceOverride.slice) bySlice.set(sliceOverride.sliceKey, sliceOverride.slice);
-          else bySlice.delete(sliceOverride.sliceKey);
-        }
-        slices.push(...bySlice.values());
-      }
-      json = JSON.stringify(serviceIpIntent(ip, managed, slices));
-    }
-    const stored = (await storedIntent) ?? undefined;
-    if (json !== stored) out.push({ ip, json });
+    return services.filter((s) => s.managed);
+  });
+  // serviceIpIntent reads slices only when every Service of the IP is Local: no reads otherwise.
+  const local = servicesOf.map((managed) => managed.length > 0 && managed.every((s) => s.externalTrafficPolicy === 'Local'));
+  const sliced = [...new Set(servicesOf.flatMap((managed, i) => (local[i] ? managed.map((s) => s.key) : [])))];
+  const slicesRead = await Promise.all(sliced.map((key) => r.hashJson<EndpointSliceRecord>(k.serviceEndpoints(key))));
+  const slicesOf = new Map(sliced.map((key, i) => [key, slicesRead[i] as Map<string, EndpointSliceRecord>]));
+  if (sliceOverride !== undefined) {
+    const bySlice = slicesOf.get(sliceOverride.service);
+    if (bySlice && sliceOverride.slice) bySlice.set(sliceOverride.sliceKey, sliceOverride.slice);
+    else if (bySlice) bySlice.delete(sliceOverride.sliceKey);
   }
+  const current = await storedIntents;
+  const out: { ip: string; json: string | undefined }[] = [];
+  list.forEach((ip, i) => {
+    const managed = servicesOf[i] ?? [];
+    const slices = local[i] ? managed.flatMap((s) => [...(slicesOf.get(s.key)?.values() ?? [])]) : [];
+    const json = managed.length > 0 ? JSON.stringify(serviceIpIntent(ip, managed, slices)) : undefined;
+    if (json !== (current[i] ?? undefined)) out.push({ ip, json });
+  });
   return out;
 }
 
@@ -313,32 +290,173 @@ function writeIntents(w: TxWriter, intents: { ip: string; json: string | undefin
   }
 }
 
-async function handleService(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
-  const deleting = event.action === 'delete';
-  const record = deleting ? undefined : recordOf(event, 'Service', parseService);
-  const k = store.keys;
-  return store.transact<Outcome>([k.object('Service', id.key), k.allocations(), k.allocationIndex(), k.serviceIps(), k.epoch('Eip'), k.serviceEndpoints(id.key)], async (r) => {
-    // Independent reads go out together: two round trips instead of five (a Service add waits its
-    // turn behind other adds, so its round trips set the rate of adds).
-    const [stored, pools, allocation] = await Promise.all([r.object('Service', id.key), r.allRecords('Eip'), readServiceAllocation(r, id.key, record)]);
-    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
-    if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
-    const plan = await AllocationPlan.loadForService(r, id.key, record, pools, allocation);
-    const sentence = plan.assign(id.key, record, pools);
-    const intents = await planIntents(r, plan.touchedIps, plan);
-    return {
-      result: { outcome: 'applied', detail: `Service ${id.key}${deleting ? ' deleted' : ''}: ${sentence}` },
-      write: (w) => {
-        if (record) w.putObject(record);
-        else w.tombstone('Service', id.key, id.uid, id.resourceVersion);
-        writeAllocationPlan(w, plan);
-        writeIntents(w, intents);
-      },
-    };
-  });
+/** A Service event on its way into a batch: parsed and checked, not yet decided. */
+interface ServiceEvent {
+  event: KubeEvent;
+  id: Identity;
+  record: ServiceRecord | undefined;
+  journal: TxJournal<Outcome> | undefined;
 }
 
-async function handleSlice(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
+/** One batch of Service events per store at a time (see GroupCommit). */
+const serviceBatches = new WeakMap<Store, GroupCommit<ServiceEvent, Outcome>>();
+
+export function serviceBatchesOf(store: Store): GroupCommit<ServiceEvent, Outcome> {
+  let batches = serviceBatches.get(store);
+  if (batches === undefined) {
+    batches = new GroupCommit((items) => decideServices(store, items));
+    serviceBatches.set(store, batches);
+  }
+  return batches;
+}
+
+/**
+ * Service events wait while the events before them are decided, and go together as one
+ * transaction: every Service event reads and writes the shared allocation keys, so one at a time
+ * they would each take a turn of several round trips (the rate of a bulk of adds).
+ */
+async function handleService(event: KubeEvent, { store, journal }: FunctionDeps, id: Identity): Promise<Outcome> {
+  const record = event.action === 'delete' ? undefined : recordOf(event, 'Service', parseService);
+  return serviceBatchesOf(store).submit({ event, id, record, journal });
+}
+
+/**
+ * Decides a batch of Service events as one after the other would, in order. Two events of one
+ * Service never share a transaction (the later one would be compared with the version before the
+ * earlier one): such a batch goes in rounds.
+ */
+async function decideServices(store: Store, items: readonly ServiceEvent[]): Promise<Settled<Outcome>[]> {
+  const out: Settled<Outcome>[] = [];
+  let rest = items;
+  while (rest.length > 0) {
+    const seen = new Set<string>();
+    let n = 0;
+    while (n < rest.length && !seen.has((rest[n] as ServiceEvent).id.key)) seen.add((rest[n++] as ServiceEvent).id.key);
+    out.push(...(await decideServiceRound(store, rest.slice(0, n))));
+    rest = rest.slice(n);
+  }
+  return out;
+}
+
+async function decideServiceRound(store: Store, items: readonly ServiceEvent[]): Promise<Settled<Outcome>[]> {
+  const k = store.keys;
+  const watch = [k.allocations(), k.allocationIndex(), k.serviceIps(), k.epoch('Eip'), ...items.flatMap((it) => [k.object('Service', it.id.key), k.serviceEndpoints(it.id.key)])];
+  // The lines of the events the batch answers go into its EXEC; an event that failed alone gets none.
+  const lines: TxJournal<Settled<Outcome>[]> = {
+    entriesFor: (settled) => items.flatMap((it, i) => {
+      const s = settled[i];
+      return s?.ok && it.journal ? it.journal.entriesFor(s.value) : [];
+    }),
+    journaled: false,
+  };
+  const settled = await store.transact<Settled<Outcome>[]>(watch, (r) => planServices(r, items), { journal: lines });
+  if (lines.journaled) settled.forEach((s, i) => {
+    const line = items[i]?.journal;
+    if (s.ok && line) line.journaled = true;
+  });
+  return settled;
+}
+
+async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<{ result: Settled<Outcome>[]; write?: (w: TxWriter) => void }> {
+  const k = r.keys;
+  const keys = items.map((it) => it.id.key);
+  const requests = items.map((it) => (it.record?.managed === true ? requestsByFamily(it.record) : []));
+  const mayNeedLowest = requests.some((rs) => rs.some((ip) => ip === undefined));
+  // Independent reads go out together: every object, the pools, the Services' addresses.
+  const indexComplete = mayNeedLowest ? r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE).then((v) => v !== null) : Promise.resolve(false);
+  indexComplete.catch(() => undefined);
+  const [objects, pools, storedIps] = await Promise.all([r.redis.mget(keys.map((key) => k.object('Service', key))), r.allRecords('Eip'), r.redis.hmget(k.serviceIps(), ...keys)]);
+
+  const settled: (Settled<Outcome> | undefined)[] = items.map(() => undefined);
+  const applied: number[] = [];
+  items.forEach((it, i) => {
+    let stored: StoredObject | undefined;
+    try {
+      stored = r.parseObject(objects[i] ?? null, k.object('Service', it.id.key));
+    } catch (error) {
+      // A corrupt record fails its own event, not the batch.
+      settled[i] = { ok: false, error };
+      return;
+    }
+    const decision = decideWrite(storedVersion(stored), incomingVersion(it.event, it.id));
+    if (!decision.apply) settled[i] = { ok: true, value: { outcome: 'stale', detail: decision.reason } };
+    else applied.push(i);
+  });
+  if (applied.length === 0) return { result: settled as Settled<Outcome>[] };
+
+  // The allocations `allocate` looks at (see addressesConsulted): the current, the requested and
+  // the addresses the status shows, fetched now without waiting to know which, then any other.
+  const own: Record<string, string> = {};
+  const fetched = new Set<string>();
+  for (const i of applied) {
+    const it = items[i] as ServiceEvent;
+    const value = storedIps[i] ?? undefined;
+    if (value !== undefined) own[it.id.key] = value;
+    const shown = it.record?.managed === true ? (it.record.ingressIps ?? []) : [];
+    for (const ip of [...parseServiceIps(value), ...(requests[i] ?? []), ...shown]) if (ip !== undefined) fetched.add(ip);
+  }
+  const allocations = await readAllocations(r, [...fetched], new Map());
+  const searched = new Map<string, EipRecord>();
+  const consulted = new Set<string>();
+  for (const i of applied) {
+    const it = items[i] as ServiceEvent;
+    if (!it.record) continue;
+    const current = parseServiceIps(own[it.id.key]).flatMap((ip) => allocations.get(ip) ?? []);
+    for (const v of familyViews(it.record, pools, current)) {
+      if (!v.ok) continue;
+      const c = addressesConsulted(v.service, pools, v.current);
+      for (const ip of Array.isArray(c) ? c : c.addresses) consulted.add(ip);
+      if (!Array.isArray(c)) for (const p of c.lowestFreeIn) searched.set(p.name, p);
+    }
+  }
+  await readAllocations(r, [...consulted].filter((ip) => !fetched.has(ip)), allocations);
+  let plan: AllocationPlan;
+  if (searched.size === 0) plan = new AllocationPlan(allocations, own);
+  else {
+    const free = (await indexComplete) ? await freeFromIndex(r, [...searched.values()], applied.length) : undefined;
+    if (free === undefined) plan = await AllocationPlan.load(r);
+    else {
+      plan = new AllocationPlan(allocations, own);
+      plan.freeIndex = free;
+    }
+  }
+
+  const sentences = new Map<number, string>();
+  for (const i of applied) {
+    const it = items[i] as ServiceEvent;
+    sentences.set(i, plan.assign(it.id.key, it.record, pools));
+  }
+  const intents = await planIntents(r, plan.touchedIps, plan);
+  for (const i of applied) {
+    const it = items[i] as ServiceEvent;
+    settled[i] = { ok: true, value: { outcome: 'applied', detail: `Service ${it.id.key}${it.record ? '' : ' deleted'}: ${sentences.get(i) ?? ''}` } };
+  }
+  return {
+    result: settled as Settled<Outcome>[],
+    write: (w) => {
+      for (const i of applied) {
+        const it = items[i] as ServiceEvent;
+        if (it.record) w.putObject(it.record);
+        else w.tombstone('Service', it.id.key, it.id.uid, it.id.resourceVersion);
+      }
+      writeAllocationPlan(w, plan);
+      writeIntents(w, intents);
+    },
+  };
+}
+
+/** The allocations at `ips` added to `into` (a malformed one counts as absent). */
+async function readAllocations(r: Reader, ips: readonly string[], into: Map<string, Allocation>): Promise<Map<string, Allocation>> {
+  if (ips.length === 0) return into;
+  const values = await r.redis.hmget(r.keys.allocations(), ...ips);
+  ips.forEach((ip, i) => {
+    const a = parseAllocation(values[i] ?? null);
+    if (a) into.set(ip, a);
+  });
+  return into;
+}
+
+async function handleSlice(event: KubeEvent, { store, journal }: FunctionDeps, id: Identity): Promise<Outcome> {
   const deleting = event.action === 'delete';
   const record = deleting ? undefined : recordOf(event, 'EndpointSlice', parseEndpointSlice);
   const k = store.keys;
@@ -364,10 +482,10 @@ async function handleSlice(event: KubeEvent, { store }: FunctionDeps, id: Identi
         writeIntents(w, intents);
       },
     };
-  });
+  }, { journal });
 }
 
-async function handleEip(event: KubeEvent, { store }: FunctionDeps, id: Identity): Promise<Outcome> {
+async function handleEip(event: KubeEvent, { store, journal }: FunctionDeps, id: Identity): Promise<Outcome> {
   const deleting = event.action === 'delete';
   const record = deleting ? undefined : recordOf(event, 'Eip', parseEip);
   const k = store.keys;
@@ -404,5 +522,5 @@ async function handleEip(event: KubeEvent, { store }: FunctionDeps, id: Identity
         writeIntents(w, intents);
       },
     };
-  });
+  }, { journal });
 }

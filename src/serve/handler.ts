@@ -8,11 +8,17 @@ import { redactedJson, redactText } from '../secrets.js';
 import type { Kind, KubeRecord, Outcome } from '../core/types.js';
 import type { KubeEvent } from '../events/codec.js';
 import type { FunctionName } from '../store/keys.js';
-import type { Store } from '../store/store.js';
+import type { Store, TxJournal } from '../store/store.js';
 
 export interface FunctionDeps {
   store: Store;
   logger: Logger;
+  /**
+   * The journal line of the event being handled, set by `runHandler`: a handler hands it to
+   * `store.transact`, which writes it inside the transaction (see TxJournal). Unset when a handler
+   * is called outside runHandler (a resync journals its own summary line).
+   */
+  journal?: TxJournal<Outcome>;
 }
 
 export type FunctionHandler = (event: KubeEvent, deps: FunctionDeps) => Promise<Outcome>;
@@ -51,8 +57,9 @@ export async function runHandler(def: FunctionDefinition, event: KubeEvent, deps
   const obj = describeObject(event.object);
   const handled = await inObjectOrder(`${def.name}\n${obj.kind}\n${obj.key}`, async (): Promise<Handled> => {
     let outcome: Outcome;
+    const line: TxJournal<Outcome> = { entriesFor: (o) => [journalEntry(def.name, event, obj, o, via)], journaled: false };
     try {
-      outcome = await def.handle(event, deps);
+      outcome = await def.handle(event, { ...deps, journal: line });
     } catch (err) {
       if (isRacklbError(err, 'RACKLB_INVALID_FIELD') || isRacklbError(err, 'RACKLB_INVALID_EVENT')) {
         outcome = { outcome: 'rejected', detail: err.message, ...(err.field ? { field: err.field } : {}), ...(err.rule ? { rule: err.rule } : {}) };
@@ -62,7 +69,7 @@ export async function runHandler(def: FunctionDefinition, event: KubeEvent, deps
         return { ok: false, retry: true, error };
       }
     }
-    await journal(deps, def.name, event, obj, outcome, via);
+    if (!line.journaled) await journal(deps, def.name, event, obj, outcome, via);
     return { ok: true, outcome };
   });
   if (handled.ok) eventLogger(deps.logger).info({ fn: def.name, eventId: event.id, type: event.type, ...obj, outcome: handled.outcome.outcome, detail: handled.outcome.detail }, 'event');
@@ -111,24 +118,29 @@ export async function journalRejectedEnvelope(deps: FunctionDeps, fn: FunctionNa
     .catch((err: unknown) => deps.logger.warn({ err: String(err) }, 'could not journal a rejected request'));
 }
 
+function journalEntry(fn: FunctionName, event: KubeEvent, obj: ObjectDescription, outcome: Outcome, via: string): Record<string, string> {
+  return {
+    at: new Date().toISOString(),
+    fn,
+    via,
+    outcome: outcome.outcome,
+    detail: outcome.detail,
+    kind: obj.kind,
+    key: obj.key,
+    uid: obj.uid,
+    rv: obj.resourceVersion,
+    id: event.id,
+    type: event.type,
+    source: event.source,
+    // A BgpPeer's MD5 password stays out of the journal (docs/operations.md, secrets).
+    event: redactedJson({ id: event.id, source: event.source, type: event.type, time: event.time, data: event.object }),
+  };
+}
+
+/** The journal line of an event that did not get one inside its transaction (rejected, or a handler without one). */
 async function journal(deps: FunctionDeps, fn: FunctionName, event: KubeEvent, obj: ObjectDescription, outcome: Outcome, via: string): Promise<void> {
   try {
-    await deps.store.appendJournal({
-      at: new Date().toISOString(),
-      fn,
-      via,
-      outcome: outcome.outcome,
-      detail: outcome.detail,
-      kind: obj.kind,
-      key: obj.key,
-      uid: obj.uid,
-      rv: obj.resourceVersion,
-      id: event.id,
-      type: event.type,
-      source: event.source,
-      // A BgpPeer's MD5 password stays out of the journal (docs/operations.md, secrets).
-      event: redactedJson({ id: event.id, source: event.source, type: event.type, time: event.time, data: event.object }),
-    });
+    await deps.store.appendJournal(journalEntry(fn, event, obj, outcome, via));
   } catch (err) {
     // The effect is stored; losing its journal line is worth a warning, not a retry that would
     // journal the same event twice.

@@ -60,20 +60,28 @@ return rev
 /** The member that marks the allocation index complete (see Keys.allocationIndex). */
 export const ALLOCATION_INDEX_COMPLETE = '~complete';
 
-// The lowest address of [first, last] not in the index, as an offset from first (-1: none free).
-// Addresses up to first+g are all held iff ZCOUNT(first, first+g) = g+1; the first gap lies at an
-// offset no larger than the number held, so a binary search finds it in O(log^2 n), server-side.
+// The lowest `n` addresses of [first, last] not in the index, as offsets from first, in order
+// (fewer when fewer are free). Addresses up to from+g are all held iff ZCOUNT(from, from+g) = g+1;
+// the first gap lies at an offset no larger than the number held, so a binary search finds each
+// gap in O(log^2 n), server-side. A batch of Service events asks for one more than it can take.
 const LOWEST_FREE_LUA = `
 local first = tonumber(ARGV[1])
 local last = tonumber(ARGV[2])
-local held = redis.call('ZCOUNT', KEYS[1], first, last)
-if held >= last - first + 1 then return -1 end
-local lo, hi = 0, held
-while lo < hi do
-  local mid = math.floor((lo + hi) / 2)
-  if redis.call('ZCOUNT', KEYS[1], first, first + mid) < mid + 1 then hi = mid else lo = mid + 1 end
+local n = tonumber(ARGV[3])
+local out = {}
+local from = first
+while #out < n and from <= last do
+  local held = redis.call('ZCOUNT', KEYS[1], from, last)
+  if held >= last - from + 1 then break end
+  local lo, hi = 0, held
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if redis.call('ZCOUNT', KEYS[1], from, from + mid) < mid + 1 then hi = mid else lo = mid + 1 end
+  end
+  out[#out + 1] = from + lo - first
+  from = from + lo + 1
 end
-return lo
+return out
 `;
 
 type NotifyCommander = ChainableCommander & {
@@ -161,6 +169,11 @@ export class Reader {
     return parseStored(await this.redis.get(this.keys.object(kind, key)), this.keys.object(kind, key));
   }
 
+  /** A stored object's value as read (by MGET, say); throws RACKLB_CORRUPT_RECORD as `object` does. */
+  parseObject(value: string | null, key: string): StoredObject | undefined {
+    return parseStored(value, key);
+  }
+
   async record<K extends Kind>(kind: K, key: string): Promise<Extract<KubeRecord, { kind: K }> | undefined> {
     const stored = await this.object(kind, key);
     return stored && !stored.deleted ? (stored.record as Extract<KubeRecord, { kind: K }>) : undefined;
@@ -183,16 +196,15 @@ export class Reader {
     return this.records(kind, keys);
   }
 
-  /** A hash of JSON values; a malformed entry is skipped (and reported to `onMalformed`), never fatal. */
   /**
-   * The lowest IPv4 address in [first, last] (as numbers) missing from the allocation index, as an
-   * offset from first; undefined when every one is there. Meaningful once the index is complete.
+   * The lowest `n` IPv4 addresses in [first, last] (as numbers) missing from the allocation index,
+   * as offsets from first, lowest first; fewer when fewer are free. Meaningful once the index is complete.
    */
-  async lowestFreeOffset(first: number, last: number): Promise<number | undefined> {
-    const offset = await (this.redis as Redis & { racklbLowestFree(key: string, first: number, last: number): Promise<number> }).racklbLowestFree(this.keys.allocationIndex(), first, last);
-    return offset < 0 ? undefined : offset;
+  async lowestFreeOffsets(first: number, last: number, n: number): Promise<number[]> {
+    return (this.redis as Redis & { racklbLowestFree(key: string, first: number, last: number, n: number): Promise<number[]> }).racklbLowestFree(this.keys.allocationIndex(), first, last, n);
   }
 
+  /** A hash of JSON values; a malformed entry is skipped (and reported to `onMalformed`), never fatal. */
   async hashJson<T>(key: string, onMalformed?: (field: string, key: string) => void): Promise<Map<string, T>> {
     const raw = await this.redis.hgetall(key);
     const out = new Map<string, T>();
@@ -239,6 +251,23 @@ export interface TxPlan<T> {
   result: T;
   /** Omitted when the decision is to write nothing (a stale event, an unchanged object). */
   write?: (w: TxWriter) => void;
+}
+
+/**
+ * The journal line of the event a transaction decides (src/serve/handler.ts). Handed to `transact`,
+ * the line goes into the transaction's own MULTI when it writes, so the journal holds exactly what
+ * was applied, in the order it was applied, and costs no round trip of its own; a decision to write
+ * nothing (a stale event) sends it on the same connection right behind UNWATCH. `journaled` tells
+ * the caller whether the line was written, so it never writes a second one.
+ */
+export interface TxJournal<T> {
+  /** The lines, in order: one per event (a batch of events has several). */
+  entriesFor(result: T): Record<string, string>[];
+  journaled: boolean;
+}
+
+export interface TransactOptions<T> {
+  journal?: TxJournal<T>;
 }
 
 export interface StoreOptions extends ConnectOptions {
@@ -294,7 +323,7 @@ export class Store {
    * Read, decide, write atomically; retried from the start when a watched key changed meanwhile.
    * `body` must be free of side effects other than reads: it may run several times.
    */
-  async transact<T>(watch: readonly string[], body: (r: Reader) => Promise<TxPlan<T>>): Promise<T> {
+  async transact<T>(watch: readonly string[], body: (r: Reader) => Promise<TxPlan<T>>, opts: TransactOptions<T> = {}): Promise<T> {
     // On a Redis Cluster, WATCH and MULTI/EXEC only work when every key sits in one slot: every
     // key built by Keys carries the `{prefix}` hash tag, and a key that does not is a bug here.
     const tag = `{${this.keys.prefix}}:`;
@@ -323,13 +352,23 @@ export class Store {
           throw err;
         }
         if (!plan.write) {
-          await this.unwatch(conn);
+          const unwatched = this.unwatch(conn);
+          if (opts.journal) {
+            // Sent now, behind UNWATCH on the same connection: one round trip for both.
+            unwatched.catch(() => undefined);
+            const appended = opts.journal.entriesFor(plan.result).map((fields) => this.appendJournalOn(conn, fields));
+            for (const a of appended) a.catch(() => undefined);
+            await unwatched;
+            await Promise.all(appended);
+            opts.journal.journaled = true;
+          } else await unwatched;
           return plan.result;
         }
         const multi = conn.multi();
         const writer = new TxWriter(multi, this.keys);
         plan.write(writer);
         writer.queueNotifications();
+        if (opts.journal) for (const fields of opts.journal.entriesFor(plan.result)) multi.xadd(this.keys.journal(), 'MAXLEN', '~', String(JOURNAL_MAXLEN), '*', ...journalFields(fields));
         const results = await multi.exec();
         if (results === null) {
           // A watched key changed: decide again on fresh data, and from now on take turns.
@@ -344,6 +383,7 @@ export class Store {
         for (const [err] of results) {
           if (err) throw storeError(err, 'EXEC');
         }
+        if (opts.journal) opts.journal.journaled = true;
         return plan.result;
       }
       throw new RacklbError('RACKLB_STORE_CONFLICT', `gave up after ${MAX_ATTEMPTS} attempts: the keys kept changing under concurrent writers (${watch.join(', ')})`);
@@ -378,10 +418,12 @@ export class Store {
   }
 
   async appendJournal(fields: Record<string, string>): Promise<void> {
-    const flat: string[] = [];
-    for (const [k, v] of Object.entries(fields)) flat.push(k, v);
+    return this.appendJournalOn(this.redis, fields);
+  }
+
+  private async appendJournalOn(conn: Redis, fields: Record<string, string>): Promise<void> {
     try {
-      await this.redis.xadd(this.keys.journal(), 'MAXLEN', '~', String(JOURNAL_MAXLEN), '*', ...flat);
+      await conn.xadd(this.keys.journal(), 'MAXLEN', '~', String(JOURNAL_MAXLEN), '*', ...journalFields(fields));
     } catch (err) {
       throw storeError(err, 'XADD journal');
     }
@@ -436,6 +478,12 @@ export class Store {
     if (next) next(conn);
     else this.idle.push(conn);
   }
+}
+
+function journalFields(fields: Record<string, string>): string[] {
+  const flat: string[] = [];
+  for (const k in fields) flat.push(k, fields[k] as string);
+  return flat;
 }
 
 function defineScripts(redis: Redis): void {

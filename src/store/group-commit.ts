@@ -1,0 +1,64 @@
+/**
+ * Group commit: the items submitted while a batch is being decided and written wait, and go
+ * together as the next batch, one batch at a time. An item submitted while nothing runs starts a
+ * batch of its own at once, so a lone event waits for nobody; under load, one transaction (its
+ * round trips, its WATCH, its EXEC) serves many events instead of each taking its turn on keys they
+ * all share.
+ */
+
+/** What a batch decided for one of its items: a value, or the error of that item alone. */
+export type Settled<O> = { ok: true; value: O } | { ok: false; error: unknown };
+
+interface Waiting<I, O> {
+  item: I;
+  resolve: (value: O) => void;
+  reject: (error: unknown) => void;
+}
+
+export class GroupCommit<I, O> {
+  private queue: Waiting<I, O>[] = [];
+  private running = false;
+  /** Items per batch so far, for the benchmarks and tests: how much the batching took together. */
+  readonly stats = { batches: 0, items: 0, largest: 0 };
+
+  /**
+   * `run` decides a whole batch and answers per item, in order; when it throws, every item of the
+   * batch fails with its error (a store failure: each event is retried by its sender).
+   */
+  constructor(
+    private readonly run: (items: readonly I[]) => Promise<Settled<O>[]>,
+    private readonly maxBatch = 128,
+  ) {}
+
+  submit(item: I): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      this.queue.push({ item, resolve, reject });
+      if (!this.running) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0, this.maxBatch);
+        this.stats.batches++;
+        this.stats.items += batch.length;
+        this.stats.largest = Math.max(this.stats.largest, batch.length);
+        try {
+          const settled = await this.run(batch.map((w) => w.item));
+          batch.forEach((w, i) => {
+            const s = settled[i];
+            if (s === undefined) w.reject(new Error('group commit: the batch gave no answer for this item'));
+            else if (s.ok) w.resolve(s.value);
+            else w.reject(s.error);
+          });
+        } catch (err) {
+          for (const w of batch) w.reject(err);
+        }
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+}
