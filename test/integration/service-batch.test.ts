@@ -1,0 +1,192 @@
+/**
+ * on-service decides Service events that arrive together in one transaction (group commit,
+ * src/store/group-commit.ts). A batch must leave exactly the state the same events leave one after
+ * the other, in the same order: the same addresses (lowest free, requested and shared, taken back
+ * from the status, none when a pool is full), intents, pending reasons, tombstones. Each random
+ * history runs twice on one real Redis, under two prefixes: every event awaited alone, and each
+ * round of events handed to the function at once, so that they batch.
+ */
+import fc from 'fast-check';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { definition as onService, serviceBatchesOf } from '../../functions/on-service/handler.js';
+import type { Outcome } from '../../src/core/types.js';
+import type { KubeAction, KubeEvent } from '../../src/events/codec.js';
+import { runHandler, type FunctionDeps } from '../../src/serve/handler.js';
+import { Store } from '../../src/store/store.js';
+import { eip, endpointSlice, service, type Json } from '../helpers/fixtures.js';
+import { allKeys } from '../helpers/functions.js';
+import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
+
+let redis: TestRedis;
+let one: Store;
+let batched: Store;
+const logger = pino({ level: 'silent' });
+
+beforeAll(async () => {
+  redis = await startRedis();
+  one = Store.open(redis.url, { prefix: 'one', failFast: true });
+  batched = Store.open(redis.url, { prefix: 'batch', failFast: true });
+  await Promise.all([one.connect(), batched.connect()]);
+});
+
+afterAll(async () => {
+  await one?.close();
+  await batched?.close();
+  if (redis) await removeRedis(redis);
+});
+
+let eventId = 0;
+function kubeEvent(action: KubeAction, object: Json): KubeEvent {
+  eventId++;
+  return { id: `e${eventId}`, source: 'test', type: `dev.knative.apiserver.resource.${action}`, time: undefined, action, object: structuredClone(object) };
+}
+
+/** Every key of a prefix, values parsed, without what counts deliveries (meta, streams, epochs) or a tombstone's time. */
+async function canonical(store: Store): Promise<Record<string, unknown>> {
+  const k = store.keys;
+  const base = `{${k.prefix}}:`;
+  const skip = new Set([k.meta(), k.changes(), k.journal()]);
+  const keys = (await allKeys(store, `${base}*`)).filter((key) => !skip.has(key) && !key.startsWith(`${base}epoch:`)).sort();
+  const parse = (v: string): unknown => {
+    try {
+      const o = JSON.parse(v) as unknown;
+      if (typeof o === 'object' && o !== null && 'deletedAt' in o) delete (o as Record<string, unknown>).deletedAt;
+      return o;
+    } catch {
+      return v;
+    }
+  };
+  const out: Record<string, unknown> = {};
+  for (const key of keys) {
+    const name = key.slice(base.length);
+    const type = await store.redis.type(key);
+    if (type === 'string') out[name] = parse((await store.redis.get(key)) ?? '');
+    else if (type === 'hash') out[name] = Object.fromEntries(Object.entries(await store.redis.hgetall(key)).sort().map(([f, v]) => [f, parse(v)]));
+    else if (type === 'set') out[name] = (await store.redis.smembers(key)).sort();
+    else if (type === 'zset') out[name] = await store.redis.zrange(key, 0, -1, 'WITHSCORES');
+    else out[name] = `(${type})`;
+  }
+  return out;
+}
+
+const NAMES = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
+// Two small pools, so that they fill up and Services wait, and addresses are shared on request.
+const POOL_A = '198.51.100.0/29';
+const POOL_B = '203.0.113.8/30';
+const ADDRESSES = ['198.51.100.0', '198.51.100.3', '198.51.100.7', '203.0.113.9', '203.0.113.11', '192.0.2.200'];
+
+type Step = { name: string; kind: 'put'; pool: 'A' | 'B' | undefined; requested: number | undefined; shown: number | undefined; local: boolean } | { name: string; kind: 'delete' };
+
+const step: fc.Arbitrary<Step> = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      name: fc.constantFrom(...NAMES),
+      kind: fc.constant('put' as const),
+      pool: fc.constantFrom(undefined, 'A' as const, 'B' as const),
+      requested: fc.option(fc.nat({ max: ADDRESSES.length - 1 }), { nil: undefined, freq: 3 }),
+      shown: fc.option(fc.nat({ max: ADDRESSES.length - 1 }), { nil: undefined, freq: 4 }),
+      local: fc.boolean(),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ name: fc.constantFrom(...NAMES), kind: fc.constant('delete' as const) }) },
+);
+
+/** The API server's side: a uid per life of an object, one growing resourceVersion. */
+class Cluster {
+  private rv = 100;
+  private lives = new Map<string, number>();
+  private live = new Set<string>();
+
+  event(s: Step): KubeEvent | undefined {
+    const rv = String(++this.rv);
+    if (s.kind === 'delete') {
+      if (!this.live.has(s.name)) return undefined;
+      this.live.delete(s.name);
+      return kubeEvent('delete', service({ name: s.name, uid: this.uid(s.name), resourceVersion: rv }));
+    }
+    const adding = !this.live.has(s.name);
+    if (adding) this.lives.set(s.name, (this.lives.get(s.name) ?? 0) + 1);
+    this.live.add(s.name);
+    const o = service({
+      name: s.name,
+      uid: this.uid(s.name),
+      resourceVersion: rv,
+      externalTrafficPolicy: s.local ? 'Local' : 'Cluster',
+      ...(s.pool === undefined ? {} : { pool: s.pool === 'A' ? 'pool-a' : 'pool-b' }),
+      ...(s.requested === undefined ? {} : { requestedIp: ADDRESSES[s.requested] }),
+      ...(s.shown === undefined ? {} : { ingress: [ADDRESSES[s.shown] as string] }),
+    });
+    return kubeEvent(adding ? 'add' : 'update', o);
+  }
+
+  private uid(name: string): string {
+    return `uid-${name}-${this.lives.get(name) ?? 0}`;
+  }
+}
+
+function deps(store: Store): FunctionDeps {
+  return { store, logger };
+}
+
+async function setUp(store: Store): Promise<void> {
+  await store.redis.eval("for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end", 0, `{${store.keys.prefix}}:*`);
+  for (const e of [kubeEvent('add', eip({ name: 'pool-a', address: POOL_A, isDefault: true })), kubeEvent('add', eip({ name: 'pool-b', address: POOL_B })), kubeEvent('add', endpointSlice({ service: 'a', endpoints: [{ nodeName: 'n1' }] }))]) {
+    const h = await runHandler(onService, e, deps(store), 'test');
+    expect(h.ok && h.outcome.outcome).toBe('applied');
+  }
+}
+
+describe('on-service batches of Service events', () => {
+  it('leave the state the same events leave one after the other', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.array(step, { minLength: 1, maxLength: 14 }), { minLength: 1, maxLength: 6 }), async (rounds) => {
+        await setUp(one);
+        await setUp(batched);
+        const cluster = new Cluster();
+        const events = rounds.map((round) => round.flatMap((s) => cluster.event(s) ?? []));
+        const alone: Outcome[] = [];
+        for (const round of events) {
+          for (const e of round) alone.push(await onService.handle(e, deps(one)));
+        }
+        const together: Outcome[] = [];
+        for (const round of events) {
+          // Handed over at once, in order: the first starts a batch, the rest wait and go as the next.
+          together.push(...(await Promise.all(round.map((e) => onService.handle(e, deps(batched))))));
+        }
+        expect(together).toEqual(alone);
+        expect(await canonical(batched)).toEqual(await canonical(one));
+      }),
+      { numRuns: 60, seed: 7071 },
+    );
+    // The property ran on batches, not on events one at a time.
+    expect(serviceBatchesOf(batched).stats.largest).toBeGreaterThan(5);
+  }, 120_000);
+
+  it('fails only the event whose stored record is corrupt, and journals each answered event inside the transaction', async () => {
+    await setUp(batched);
+    const ok1 = kubeEvent('add', service({ name: 'x1', resourceVersion: '10' }));
+    const bad = kubeEvent('add', service({ name: 'x2', resourceVersion: '11' }));
+    const ok2 = kubeEvent('add', service({ name: 'x3', resourceVersion: '12' }));
+    const stale = kubeEvent('update', service({ name: 'x1', resourceVersion: '9' }));
+    await batched.redis.set(batched.keys.object('Service', 'default/x2'), '{not json');
+    const journalBefore = await batched.redis.xlen(batched.keys.journal());
+    const first = kubeEvent('add', service({ name: 'x0', resourceVersion: '5' }));
+    // x0 starts a batch alone; the other four wait for it and go together.
+    const handled = await Promise.all([first, ok1, bad, ok2].map((e) => runHandler(onService, e, deps(batched), 'test')));
+    const late = await runHandler(onService, stale, deps(batched), 'test');
+    expect(handled.map((h) => (h.ok ? h.outcome.outcome : h.error.code))).toEqual(['applied', 'applied', 'RACKLB_CORRUPT_RECORD', 'applied']);
+    expect(late.ok && late.outcome.outcome).toBe('stale');
+    expect(await batched.redis.hgetall(batched.keys.serviceIps())).toEqual({ 'default/x0': '198.51.100.0', 'default/x1': '198.51.100.1', 'default/x3': '198.51.100.2' });
+    expect(await batched.redis.get(batched.keys.object('Service', 'default/x2'))).toBe('{not json');
+    // One line per answered event (the corrupt one is retried by its sender, not journaled), in the order decided.
+    const lines = await batched.redis.xrange(batched.keys.journal(), '-', '+');
+    const mine = lines.slice(journalBefore).map(([, f]) => {
+      const o: Record<string, string> = {};
+      for (let i = 0; i + 1 < f.length; i += 2) o[f[i] as string] = f[i + 1] as string;
+      return `${o.key} ${o.outcome} ${o.rv}`;
+    });
+    expect(mine).toEqual(['default/x0 applied 5', 'default/x1 applied 10', 'default/x3 applied 12', 'default/x1 stale 9']);
+  });
+});
