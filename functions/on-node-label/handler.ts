@@ -7,12 +7,13 @@
 import { identify, parseNode } from '../../src/core/objects.js';
 import { assignPeers } from '../../src/core/peers.js';
 import { nextHopCandidate } from '../../src/core/rack.js';
-import type { NodeRecord, Outcome } from '../../src/core/types.js';
+import type { BgpPeerRecord, NodeRecord, Outcome } from '../../src/core/types.js';
 import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
 import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
 import { UNRACKED } from '../../src/store/keys.js';
-import { storedVersion, type ChangeScope } from '../../src/store/store.js';
+import { decideInRounds, GroupCommit, type BatchedEvent, type Settled } from '../../src/store/group-commit.js';
+import { storedVersion, type ChangeScope, type Reader, type Store, type StoredObject, type TxPlan, type TxWriter } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-node-label', kinds: ['Node'], handle };
 
@@ -31,91 +32,173 @@ function candidateJson(node: NodeRecord | undefined): string | undefined {
   return c.eligible ? JSON.stringify(c.candidate) : undefined;
 }
 
+/** A Node event on its way into a batch: parsed and checked, not yet decided. */
+interface NodeEvent extends BatchedEvent<Outcome> {
+  event: KubeEvent;
+  id: ReturnType<typeof identify>;
+  record: NodeRecord | undefined;
+}
+
+/** One batch of Node events per store at a time (see GroupCommit). */
+const nodeBatches = new WeakMap<Store, GroupCommit<NodeEvent, Outcome>>();
+
+export function nodeBatchesOf(store: Store): GroupCommit<NodeEvent, Outcome> {
+  let batches = nodeBatches.get(store);
+  if (batches === undefined) {
+    const k = store.keys;
+    batches = new GroupCommit((items) =>
+      decideInRounds(store, items, (round) => ({
+        watch: [k.epoch('BgpPeer'), ...round.map((it) => k.object('Node', it.id.key))],
+        body: (r) => planNodes(r, round),
+      })),
+    );
+    nodeBatches.set(store, batches);
+  }
+  return batches;
+}
+
+/**
+ * Node events that arrive while others are decided go together as one transaction: a NotReady
+ * storm (a rack losing power) is one round trip for many nodes instead of one each.
+ */
 export async function handle(event: KubeEvent, { store, journal }: FunctionDeps): Promise<Outcome> {
   const id = identify(event.object);
   requireKind(definition, id.kind);
-  const deleting = event.action === 'delete';
-  const record = deleting ? undefined : recordOf(event, 'Node', parseNode);
-  const k = store.keys;
+  const record = event.action === 'delete' ? undefined : recordOf(event, 'Node', parseNode);
+  return nodeBatchesOf(store).submit({ key: id.key, event, id, record, journal });
+}
 
-  return store.transact<Outcome>([k.object('Node', id.key), k.epoch('BgpPeer')], async (r) => {
-    // Reads that need nothing from each other go out together: a NotReady reaches the store one
-    // round trip sooner. Unused on a stale event, and harmless then.
-    const storedPeersRead = r.redis.get(k.peers(id.name));
-    storedPeersRead.catch(() => undefined);
-    const bgpPeersRead = record?.speaker ? r.allRecords('BgpPeer') : undefined;
-    bgpPeersRead?.catch(() => undefined);
-    const stored = await r.object('Node', id.key);
-    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
-    if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
-    const prev = stored && !stored.deleted && stored.record.kind === 'Node' ? stored.record : undefined;
+/** Decides a round of Node events (no node twice) as one after the other would, in order. */
+async function planNodes(r: Reader, items: readonly NodeEvent[]): Promise<TxPlan<Settled<Outcome>[]>> {
+  const k = r.keys;
+  // Reads that need nothing from each other go out together: a NotReady reaches the store one
+  // round trip sooner. Unused on a stale event, and harmless then.
+  const storedPeersRead = r.redis.mget(items.map((it) => k.peers(it.id.name)));
+  storedPeersRead.catch(() => undefined);
+  const bgpPeersRead = items.some((it) => it.record?.speaker) ? r.allRecords('BgpPeer') : undefined;
+  bgpPeersRead?.catch(() => undefined);
+  const objects = await r.redis.mget(items.map((it) => k.object('Node', it.id.key)));
 
+  const settled: (Settled<Outcome> | undefined)[] = items.map(() => undefined);
+  const applied: { i: number; prev: NodeRecord | undefined }[] = [];
+  items.forEach((it, i) => {
+    let stored: StoredObject | undefined;
+    try {
+      stored = r.parseObject(objects[i] ?? null, k.object('Node', it.id.key));
+    } catch (error) {
+      // A corrupt record fails its own event, not the batch.
+      settled[i] = { ok: false, error };
+      return;
+    }
+    const decision = decideWrite(storedVersion(stored), incomingVersion(it.event, it.id));
+    if (!decision.apply) settled[i] = { ok: true, value: { outcome: 'stale', detail: decision.reason } };
+    else applied.push({ i, prev: stored && !stored.deleted && stored.record.kind === 'Node' ? stored.record : undefined });
+  });
+  if (applied.length === 0) return { result: settled as Settled<Outcome>[] };
+
+  // The racks nodes leave: whether one empties depends on the nodes that left or joined it before
+  // in this round, so their members are read once and followed in memory.
+  const left = [...new Set(applied.flatMap(({ i, prev }) => {
+    const from = locationOf(prev);
+    return from !== undefined && from !== locationOf((items[i] as NodeEvent).record) ? [from] : [];
+  }))];
+  const members = new Map<string, Set<string>>();
+  if (left.length > 0) {
+    const watched = r.redis.watch(...left.map((rack) => k.rackNodes(rack)));
+    watched.catch(() => undefined);
+    const read = await Promise.all(left.map((rack) => r.redis.smembers(k.rackNodes(rack))));
+    await watched;
+    left.forEach((rack, j) => members.set(rack, new Set(read[j])));
+  }
+  const bgpPeers = bgpPeersRead ? await bgpPeersRead : [];
+  const storedPeers = await storedPeersRead;
+
+  const writes: ((w: TxWriter) => void)[] = [];
+  for (const { i, prev } of applied) {
+    const it = items[i] as NodeEvent;
     const oldLocation = locationOf(prev);
-    const newLocation = locationOf(record);
+    const newLocation = locationOf(it.record);
     let oldRackEmptied = false;
     if (oldLocation !== undefined && oldLocation !== newLocation) {
-      await r.redis.watch(k.rackNodes(oldLocation));
-      const members = await r.redis.smembers(k.rackNodes(oldLocation));
-      oldRackEmptied = members.length === 1 && members[0] === id.name;
+      const m = members.get(oldLocation) ?? new Set<string>();
+      oldRackEmptied = m.size === 1 && m.has(it.id.name);
+      m.delete(it.id.name);
     }
-    const peers = record?.speaker && bgpPeersRead ? assignPeers(record, await bgpPeersRead) : undefined;
-    const peersJson = peers ? JSON.stringify(peers) : undefined;
-    const storedPeersJson = (await storedPeersRead) ?? undefined;
+    if (newLocation !== undefined) members.get(newLocation)?.add(it.id.name);
+    const decided = decideNode(it, prev, storedPeers[i] ?? undefined, bgpPeers, oldRackEmptied);
+    settled[i] = { ok: true, value: decided.outcome };
+    writes.push(decided.write);
+  }
+  return {
+    result: settled as Settled<Outcome>[],
+    write: (w) => {
+      for (const write of writes) write(w);
+    },
+  };
+}
 
-    const oldCandidate = candidateJson(prev);
-    const newCandidate = candidateJson(record);
-    const eligibility = record ? nextHopCandidate(record) : undefined;
-    const detail = !record
-      ? `node ${id.name} deleted`
-      : `node ${id.name} in ${record.rack ? `rack ${record.rack}` : 'no rack (a candidate in every rack)'}; ${eligibility?.eligible ? 'next hop' : `not a next hop: ${eligibility && !eligibility.eligible ? eligibility.reason : ''}`}${record.speaker ? `; speaker with ${peers?.length ?? 0} peer(s)` : ''}`;
+/** One node's decision and writes, given what the store holds for it. */
+function decideNode(it: NodeEvent, prev: NodeRecord | undefined, storedPeersJson: string | undefined, bgpPeers: readonly BgpPeerRecord[], oldRackEmptied: boolean): { outcome: Outcome; write: (w: TxWriter) => void } {
+  const { id, record, event } = it;
+  const oldLocation = locationOf(prev);
+  const newLocation = locationOf(record);
+  const peers = record?.speaker ? assignPeers(record, bgpPeers) : undefined;
+  const peersJson = peers ? JSON.stringify(peers) : undefined;
 
-    // A node's memberships (rack, racks, next hop, speakers) are written here alone, always with the
-    // node, so they match the stored node: an event leaves out the writes that would change nothing
-    // (a Ready flip queued twelve commands, five of them such). A resync writes them all, mending
-    // any that drifted.
-    const settled = prev !== undefined && event.record === undefined;
-    const moved = !settled || oldLocation !== newLocation;
+  const oldCandidate = candidateJson(prev);
+  const newCandidate = candidateJson(record);
+  const eligibility = record ? nextHopCandidate(record) : undefined;
+  const detail = !record
+    ? `node ${id.name} deleted`
+    : `node ${id.name} in ${record.rack ? `rack ${record.rack}` : 'no rack (a candidate in every rack)'}; ${eligibility?.eligible ? 'next hop' : `not a next hop: ${eligibility && !eligibility.eligible ? eligibility.reason : ''}`}${record.speaker ? `; speaker with ${peers?.length ?? 0} peer(s)` : ''}`;
 
-    return {
-      result: { outcome: 'applied', detail },
-      write: (w) => {
-        if (record) w.putObject(record, settled);
-        else w.tombstone('Node', id.key, id.uid, id.resourceVersion);
+  // A node's memberships (rack, racks, next hop, speakers) are written here alone, always with the
+  // node, so they match the stored node: an event leaves out the writes that would change nothing
+  // (a Ready flip queued twelve commands, five of them such). A resync writes them all, mending
+  // any that drifted.
+  const settled = prev !== undefined && event.record === undefined;
+  const moved = !settled || oldLocation !== newLocation;
 
-        if (oldLocation !== undefined && oldLocation !== newLocation) {
-          w.multi.srem(k.rackNodes(oldLocation), id.name);
-          w.multi.hdel(k.rackNextHops(oldLocation), id.name);
-          if (oldRackEmptied && oldLocation !== UNRACKED) w.multi.srem(k.racks(), oldLocation);
-          if (oldCandidate) w.notify({ scope: scopeOf(oldLocation), topic: 'nexthops', subject: id.name });
+  return {
+    outcome: { outcome: 'applied', detail },
+    write: (w) => {
+      const k = w.keys;
+      if (record) w.putObject(record, settled);
+      else w.tombstone('Node', id.key, id.uid, id.resourceVersion);
+
+      if (oldLocation !== undefined && oldLocation !== newLocation) {
+        w.multi.srem(k.rackNodes(oldLocation), id.name);
+        w.multi.hdel(k.rackNextHops(oldLocation), id.name);
+        if (oldRackEmptied && oldLocation !== UNRACKED) w.multi.srem(k.racks(), oldLocation);
+        if (oldCandidate) w.notify({ scope: scopeOf(oldLocation), topic: 'nexthops', subject: id.name });
+      }
+      if (newLocation !== undefined) {
+        if (moved) {
+          w.multi.sadd(k.rackNodes(newLocation), id.name);
+          if (newLocation !== UNRACKED) w.multi.sadd(k.racks(), newLocation);
         }
-        if (newLocation !== undefined) {
-          if (moved) {
-            w.multi.sadd(k.rackNodes(newLocation), id.name);
-            if (newLocation !== UNRACKED) w.multi.sadd(k.racks(), newLocation);
-          }
-          if (moved || newCandidate !== oldCandidate) {
-            if (newCandidate) w.multi.hset(k.rackNextHops(newLocation), id.name, newCandidate);
-            else w.multi.hdel(k.rackNextHops(newLocation), id.name);
-          }
-          if (newCandidate !== oldCandidate || newLocation !== oldLocation) w.notify({ scope: scopeOf(newLocation), topic: 'nexthops', subject: id.name });
+        if (moved || newCandidate !== oldCandidate) {
+          if (newCandidate) w.multi.hset(k.rackNextHops(newLocation), id.name, newCandidate);
+          else w.multi.hdel(k.rackNextHops(newLocation), id.name);
         }
+        if (newCandidate !== oldCandidate || newLocation !== oldLocation) w.notify({ scope: scopeOf(newLocation), topic: 'nexthops', subject: id.name });
+      }
 
-        // The peer list is there exactly when the node is a speaker (both written here together).
-        if (!settled || peersJson !== storedPeersJson) {
-          if (peersJson !== undefined) {
-            w.multi.sadd(k.speakers(), id.name);
-            w.multi.set(k.peers(id.name), peersJson);
-          } else {
-            w.multi.srem(k.speakers(), id.name);
-            w.multi.del(k.peers(id.name));
-          }
+      // The peer list is there exactly when the node is a speaker (both written here together).
+      if (!settled || peersJson !== storedPeersJson) {
+        if (peersJson !== undefined) {
+          w.multi.sadd(k.speakers(), id.name);
+          w.multi.set(k.peers(id.name), peersJson);
+        } else {
+          w.multi.srem(k.speakers(), id.name);
+          w.multi.del(k.peers(id.name));
         }
-        if (peersJson !== storedPeersJson) w.notify({ scope: { node: id.name }, topic: 'peers', subject: id.name });
-        // The speaker on this node follows its own rack and addresses.
-        if (prev?.rack !== record?.rack || JSON.stringify(prev?.addresses) !== JSON.stringify(record?.addresses) || prev?.speaker !== record?.speaker) {
-          w.notify({ scope: { node: id.name }, topic: 'node', subject: id.name });
-        }
-      },
-    };
-  }, { journal });
+      }
+      if (peersJson !== storedPeersJson) w.notify({ scope: { node: id.name }, topic: 'peers', subject: id.name });
+      // The speaker on this node follows its own rack and addresses.
+      if (prev?.rack !== record?.rack || JSON.stringify(prev?.addresses) !== JSON.stringify(record?.addresses) || prev?.speaker !== record?.speaker) {
+        w.notify({ scope: { node: id.name }, topic: 'node', subject: id.name });
+      }
+    },
+  };
 }

@@ -12,8 +12,8 @@ import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
 import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
 import { formatServiceIps, parseServiceIps } from '../../src/store/keys.js';
-import { GroupCommit, type Settled } from '../../src/store/group-commit.js';
-import { ALLOCATION_INDEX_COMPLETE, storedVersion, type Reader, type Store, type StoredObject, type TxJournal, type TxWriter } from '../../src/store/store.js';
+import { decideInRounds, GroupCommit, type BatchedEvent, type Settled } from '../../src/store/group-commit.js';
+import { ALLOCATION_INDEX_COMPLETE, storedVersion, type Reader, type Store, type StoredObject, type TxPlan, type TxWriter } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-service', kinds: ['Service', 'EndpointSlice', 'Eip'], handle };
 
@@ -291,11 +291,10 @@ function writeIntents(w: TxWriter, intents: { ip: string; json: string | undefin
 }
 
 /** A Service event on its way into a batch: parsed and checked, not yet decided. */
-interface ServiceEvent {
+interface ServiceEvent extends BatchedEvent<Outcome> {
   event: KubeEvent;
   id: Identity;
   record: ServiceRecord | undefined;
-  journal: TxJournal<Outcome> | undefined;
 }
 
 /** One batch of Service events per store at a time (see GroupCommit). */
@@ -304,7 +303,13 @@ const serviceBatches = new WeakMap<Store, GroupCommit<ServiceEvent, Outcome>>();
 export function serviceBatchesOf(store: Store): GroupCommit<ServiceEvent, Outcome> {
   let batches = serviceBatches.get(store);
   if (batches === undefined) {
-    batches = new GroupCommit((items) => decideServices(store, items));
+    const k = store.keys;
+    batches = new GroupCommit((items) =>
+      decideInRounds(store, items, (round) => ({
+        watch: [k.allocations(), k.allocationIndex(), k.serviceIps(), k.epoch('Eip'), ...round.flatMap((it) => [k.object('Service', it.id.key), k.serviceEndpoints(it.id.key)])],
+        body: (r) => planServices(r, round),
+      })),
+    );
     serviceBatches.set(store, batches);
   }
   return batches;
@@ -317,47 +322,11 @@ export function serviceBatchesOf(store: Store): GroupCommit<ServiceEvent, Outcom
  */
 async function handleService(event: KubeEvent, { store, journal }: FunctionDeps, id: Identity): Promise<Outcome> {
   const record = event.action === 'delete' ? undefined : recordOf(event, 'Service', parseService);
-  return serviceBatchesOf(store).submit({ event, id, record, journal });
+  return serviceBatchesOf(store).submit({ key: id.key, event, id, record, journal });
 }
 
-/**
- * Decides a batch of Service events as one after the other would, in order. Two events of one
- * Service never share a transaction (the later one would be compared with the version before the
- * earlier one): such a batch goes in rounds.
- */
-async function decideServices(store: Store, items: readonly ServiceEvent[]): Promise<Settled<Outcome>[]> {
-  const out: Settled<Outcome>[] = [];
-  let rest = items;
-  while (rest.length > 0) {
-    const seen = new Set<string>();
-    let n = 0;
-    while (n < rest.length && !seen.has((rest[n] as ServiceEvent).id.key)) seen.add((rest[n++] as ServiceEvent).id.key);
-    out.push(...(await decideServiceRound(store, rest.slice(0, n))));
-    rest = rest.slice(n);
-  }
-  return out;
-}
-
-async function decideServiceRound(store: Store, items: readonly ServiceEvent[]): Promise<Settled<Outcome>[]> {
-  const k = store.keys;
-  const watch = [k.allocations(), k.allocationIndex(), k.serviceIps(), k.epoch('Eip'), ...items.flatMap((it) => [k.object('Service', it.id.key), k.serviceEndpoints(it.id.key)])];
-  // The lines of the events the batch answers go into its EXEC; an event that failed alone gets none.
-  const lines: TxJournal<Settled<Outcome>[]> = {
-    entriesFor: (settled) => items.flatMap((it, i) => {
-      const s = settled[i];
-      return s?.ok && it.journal ? it.journal.entriesFor(s.value) : [];
-    }),
-    journaled: false,
-  };
-  const settled = await store.transact<Settled<Outcome>[]>(watch, (r) => planServices(r, items), { journal: lines });
-  if (lines.journaled) settled.forEach((s, i) => {
-    const line = items[i]?.journal;
-    if (s.ok && line) line.journaled = true;
-  });
-  return settled;
-}
-
-async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<{ result: Settled<Outcome>[]; write?: (w: TxWriter) => void }> {
+/** Decides a round of Service events (no Service twice) as one after the other would, in order. */
+async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<TxPlan<Settled<Outcome>[]>> {
   const k = r.keys;
   const keys = items.map((it) => it.id.key);
   const requests = items.map((it) => (it.record?.managed === true ? requestsByFamily(it.record) : []));

@@ -5,6 +5,7 @@
  * round trips, its WATCH, its EXEC) serves many events instead of each taking its turn on keys they
  * all share.
  */
+import type { Reader, Store, TxJournal, TxPlan } from './store.js';
 
 /** What a batch decided for one of its items: a value, or the error of that item alone. */
 export type Settled<O> = { ok: true; value: O } | { ok: false; error: unknown };
@@ -61,4 +62,52 @@ export class GroupCommit<I, O> {
       this.running = false;
     }
   }
+}
+
+/** An event in a batch: the object it is about, and its journal line (see TxJournal). */
+export interface BatchedEvent<O> {
+  key: string;
+  journal: TxJournal<O> | undefined;
+}
+
+/**
+ * Decides a batch of events as one after the other would, in order, one transaction per round.
+ * Two events of one object never share a round (the later one would be compared with the version
+ * before the earlier one), so a batch holding both goes in two. `round` names the keys a round
+ * watches and the body that decides it; the body answers per event, in order. The journal lines of
+ * the events a round answers go into its EXEC; an event that failed alone gets none (its sender
+ * retries it).
+ */
+export async function decideInRounds<I extends BatchedEvent<O>, O>(
+  store: Store,
+  items: readonly I[],
+  round: (items: readonly I[]) => { watch: string[]; body: (r: Reader) => Promise<TxPlan<Settled<O>[]>> },
+): Promise<Settled<O>[]> {
+  const out: Settled<O>[] = [];
+  let rest = items;
+  while (rest.length > 0) {
+    const seen = new Set<string>();
+    let n = 0;
+    while (n < rest.length && !seen.has((rest[n] as I).key)) seen.add((rest[n++] as I).key);
+    const these = rest.slice(0, n);
+    rest = rest.slice(n);
+    const lines: TxJournal<Settled<O>[]> = {
+      entriesFor: (settled) =>
+        these.flatMap((it, i) => {
+          const s = settled[i];
+          return s?.ok && it.journal ? it.journal.entriesFor(s.value) : [];
+        }),
+      journaled: false,
+    };
+    const { watch, body } = round(these);
+    const settled = await store.transact<Settled<O>[]>(watch, body, { journal: lines });
+    if (lines.journaled) {
+      settled.forEach((s, i) => {
+        const line = these[i]?.journal;
+        if (s.ok && line) line.journaled = true;
+      });
+    }
+    out.push(...settled);
+  }
+  return out;
 }

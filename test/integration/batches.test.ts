@@ -1,20 +1,24 @@
 /**
- * on-service decides Service events that arrive together in one transaction (group commit,
- * src/store/group-commit.ts). A batch must leave exactly the state the same events leave one after
- * the other, in the same order: the same addresses (lowest free, requested and shared, taken back
- * from the status, none when a pool is full), intents, pending reasons, tombstones. Each random
- * history runs twice on one real Redis, under two prefixes: every event awaited alone, and each
- * round of events handed to the function at once, so that they batch.
+ * on-service and on-node-label decide the events that arrive together in one transaction (group
+ * commit, src/store/group-commit.ts). A batch must leave exactly the state the same events leave
+ * one after the other, in the same order, and answer each the same: for Services the same
+ * addresses (lowest free, requested and shared, taken back from the status, none when a pool is
+ * full), intents, pending reasons, tombstones; for Nodes the same racks (emptied ones removed), next
+ * hops, speakers and peer lists. Each random history runs twice on one real Redis, under two
+ * prefixes: every event awaited alone, and each round of events handed to the function at once, so
+ * that they batch.
  */
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { definition as onNodeLabel, nodeBatchesOf } from '../../functions/on-node-label/handler.js';
+import { definition as onBgpPeer } from '../../functions/on-bgppeer/handler.js';
 import { definition as onService, serviceBatchesOf } from '../../functions/on-service/handler.js';
 import type { Outcome } from '../../src/core/types.js';
 import type { KubeAction, KubeEvent } from '../../src/events/codec.js';
 import { runHandler, type FunctionDeps } from '../../src/serve/handler.js';
 import { Store } from '../../src/store/store.js';
-import { eip, endpointSlice, service, type Json } from '../helpers/fixtures.js';
+import { bgpPeer, eip, endpointSlice, node, service, type Json } from '../helpers/fixtures.js';
 import { allKeys } from '../helpers/functions.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -189,4 +193,70 @@ describe('on-service batches of Service events', () => {
     });
     expect(mine).toEqual(['default/x0 applied 5', 'default/x1 applied 10', 'default/x3 applied 12', 'default/x1 stale 9']);
   });
+});
+
+type NodeStep = { name: string; kind: 'put'; rack: string | undefined; ready: boolean; speaker: boolean; ip: number } | { name: string; kind: 'delete' };
+
+const NODE_NAMES = ['n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7'];
+const RACKS = ['leaf1', 'leaf2', 'leaf3'];
+
+const nodeStep: fc.Arbitrary<NodeStep> = fc.oneof(
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      name: fc.constantFrom(...NODE_NAMES),
+      kind: fc.constant('put' as const),
+      rack: fc.constantFrom(undefined, ...RACKS),
+      ready: fc.boolean(),
+      speaker: fc.boolean(),
+      ip: fc.nat({ max: 2 }),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ name: fc.constantFrom(...NODE_NAMES), kind: fc.constant('delete' as const) }) },
+);
+
+/** As Cluster, for Nodes. */
+class Nodes {
+  private rv = 100;
+  private live = new Set<string>();
+
+  event(s: NodeStep): KubeEvent | undefined {
+    const resourceVersion = String(++this.rv);
+    if (s.kind === 'delete') {
+      if (!this.live.has(s.name)) return undefined;
+      this.live.delete(s.name);
+      return kubeEvent('delete', node({ name: s.name, resourceVersion }));
+    }
+    const adding = !this.live.has(s.name);
+    this.live.add(s.name);
+    const ip = `192.0.2.${10 * Number(s.name.slice(1)) + s.ip}`;
+    return kubeEvent(adding ? 'add' : 'update', node({ name: s.name, resourceVersion, ip, ready: s.ready, speaker: s.speaker, ...(s.rack === undefined ? {} : { rack: s.rack }) }));
+  }
+}
+
+describe('on-node-label batches of Node events', () => {
+  it('leave the state the same events leave one after the other', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.array(nodeStep, { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 6 }), async (rounds) => {
+        for (const store of [one, batched]) {
+          await store.redis.eval("for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end", 0, `{${store.keys.prefix}}:*`);
+          // Peers for two of the racks, so that speakers get lists that depend on their rack.
+          for (const [i, rack] of ['leaf1', 'leaf2'].entries()) {
+            const h = await runHandler(onBgpPeer, kubeEvent('add', bgpPeer({ name: `peer-${rack}`, neighborAddress: `192.0.2.${250 + i}`, rack })), deps(store), 'test');
+            expect(h.ok && h.outcome.outcome).toBe('applied');
+          }
+        }
+        const nodes = new Nodes();
+        const events = rounds.map((round) => round.flatMap((s) => nodes.event(s) ?? []));
+        const alone: Outcome[] = [];
+        for (const round of events) for (const e of round) alone.push(await onNodeLabel.handle(e, deps(one)));
+        const together: Outcome[] = [];
+        for (const round of events) together.push(...(await Promise.all(round.map((e) => onNodeLabel.handle(e, deps(batched))))));
+        expect(together).toEqual(alone);
+        expect(await canonical(batched)).toEqual(await canonical(one));
+      }),
+      { numRuns: 60, seed: 7072 },
+    );
+    expect(nodeBatchesOf(batched).stats.largest).toBeGreaterThan(5);
+  }, 120_000);
 });
