@@ -10,7 +10,8 @@ import type { BgpPeerRecord, Outcome } from '../../src/core/types.js';
 import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
 import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
-import { storedVersion } from '../../src/store/store.js';
+import { decideInRounds, GroupCommit, type BatchedEvent, type Settled } from '../../src/store/group-commit.js';
+import { storedVersion, type Reader, type Store, type StoredObject, type TxPlan } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-bgppeer', kinds: ['BgpPeer', 'BgpConf'], handle };
 
@@ -25,58 +26,122 @@ export async function handle(event: KubeEvent, deps: FunctionDeps): Promise<Outc
 
 type Identity = ReturnType<typeof identify>;
 
-async function handlePeer(event: KubeEvent, { store, journal }: FunctionDeps, id: Identity): Promise<Outcome> {
-  const deleting = event.action === 'delete';
-  const record = deleting ? undefined : recordOf(event, 'BgpPeer', parseBgpPeer);
-  const k = store.keys;
-  // A resync recomputes every speaker's list, mending any that drifted; an event recomputes only
-  // the lists of the speakers the peer selects before or after it (speakersTouchedBy).
-  const everySpeaker = event.record !== undefined;
-  // Only the peer's own key goes to transact: two updates of one BgpPeer in flight conflict on it,
-  // and transact then makes the transactions on its keys take turns. The keys watched below stay
-  // out of that list, or one such conflict would make every BgpPeer event take turns.
-  return store.transact<Outcome>([k.object('BgpPeer', id.key)], async (r) => {
-    // The speakers, their labels and addresses change with Node writes, which all bump this epoch.
-    const nodesWatched = r.redis.watch(k.epoch('Node'));
-    nodesWatched.catch(() => undefined);
-    const [stored, speakerNames, peerNames] = await Promise.all([r.object('BgpPeer', id.key), r.redis.smembers(k.speakers()), r.redis.smembers(k.index('BgpPeer'))]);
-    await nodesWatched;
-    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
-    if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
-    const prev = stored && !stored.deleted && stored.record.kind === 'BgpPeer' ? stored.record : undefined;
+/** A BgpPeer event on its way into a batch: parsed and checked, not yet decided. */
+interface PeerEvent extends BatchedEvent<Outcome> {
+  event: KubeEvent;
+  id: Identity;
+  record: BgpPeerRecord | undefined;
+}
 
-    const speakers = await r.records('Node', speakerNames.sort());
-    const touched = everySpeaker ? speakers : speakersTouchedBy(prev, record, speakers);
-    // A change of another peer that alters one of these lists rewrites it: watching them before
-    // the peers are read catches it. Updates of peers that select other speakers go side by side.
-    const listsWatched = touched.length > 0 ? r.redis.watch(...touched.map((n) => k.peers(n.name))) : undefined;
-    listsWatched?.catch(() => undefined);
-    const [others, current] = touched.length > 0 ? await Promise.all([r.records('BgpPeer', peerNames.filter((p) => p !== id.key)), r.redis.mget(touched.map((n) => k.peers(n.name)))]) : [[], []];
-    await listsWatched;
-    const peers: BgpPeerRecord[] = record ? [...others, record] : others;
-    const updates: { node: string; json: string }[] = [];
+/** One batch of BgpPeer events per store at a time (see GroupCommit). */
+const peerBatches = new WeakMap<Store, GroupCommit<PeerEvent, Outcome>>();
+
+export function peerBatchesOf(store: Store): GroupCommit<PeerEvent, Outcome> {
+  let batches = peerBatches.get(store);
+  if (batches === undefined) {
+    const k = store.keys;
+    batches = new GroupCommit((items) =>
+      decideInRounds(store, items, (round) => ({
+        // Only the peers' own keys up front; the keys watched in planPeers stay out of transact's
+        // list, or one conflict on them would make every BgpPeer transaction take turns.
+        watch: round.map((it) => k.object('BgpPeer', it.id.key)),
+        body: (r) => planPeers(r, round),
+      })),
+    );
+    peerBatches.set(store, batches);
+  }
+  return batches;
+}
+
+/**
+ * BgpPeer events that arrive while others are decided go together: every one reads each speaker's
+ * labels and every BgpPeer (a nodeSelector may match any node), which a batch reads once.
+ */
+async function handlePeer(event: KubeEvent, { store, journal }: FunctionDeps, id: Identity): Promise<Outcome> {
+  const record = event.action === 'delete' ? undefined : recordOf(event, 'BgpPeer', parseBgpPeer);
+  return peerBatchesOf(store).submit({ key: id.key, event, id, record, journal });
+}
+
+/** Decides a round of BgpPeer events (no peer twice) as one after the other would, in order. */
+async function planPeers(r: Reader, items: readonly PeerEvent[]): Promise<TxPlan<Settled<Outcome>[]>> {
+  const k = r.keys;
+  // The speakers, their labels and addresses change with Node writes, which all bump this epoch.
+  const nodesWatched = r.redis.watch(k.epoch('Node'));
+  nodesWatched.catch(() => undefined);
+  const [objects, speakerNames, peerNames] = await Promise.all([r.redis.mget(items.map((it) => k.object('BgpPeer', it.id.key))), r.redis.smembers(k.speakers()), r.redis.smembers(k.index('BgpPeer'))]);
+  await nodesWatched;
+
+  const settled: (Settled<Outcome> | undefined)[] = items.map(() => undefined);
+  const applied: { i: number; prev: BgpPeerRecord | undefined }[] = [];
+  items.forEach((it, i) => {
+    let stored: StoredObject | undefined;
+    try {
+      stored = r.parseObject(objects[i] ?? null, k.object('BgpPeer', it.id.key));
+    } catch (error) {
+      // A corrupt record fails its own event, not the batch.
+      settled[i] = { ok: false, error };
+      return;
+    }
+    const decision = decideWrite(storedVersion(stored), incomingVersion(it.event, it.id));
+    if (!decision.apply) settled[i] = { ok: true, value: { outcome: 'stale', detail: decision.reason } };
+    else applied.push({ i, prev: stored && !stored.deleted && stored.record.kind === 'BgpPeer' ? stored.record : undefined });
+  });
+  if (applied.length === 0) return { result: settled as Settled<Outcome>[] };
+
+  const speakers = await r.records('Node', speakerNames.sort());
+  // A resync recomputes every speaker's list, mending any that drifted; an event recomputes only
+  // the lists of the speakers the peer selects before or after it (speakersTouchedBy), the only
+  // lists it can change.
+  const touchedBy = applied.map(({ i, prev }) => {
+    const it = items[i] as PeerEvent;
+    return it.event.record !== undefined ? speakers : speakersTouchedBy(prev, it.record, speakers);
+  });
+  const touched = [...new Set(touchedBy.flat().map((n) => n.name))];
+  // A change of another peer that alters one of these lists rewrites it: watching them before the
+  // peers are read catches it. Updates of peers that select other speakers go side by side.
+  const listsWatched = touched.length > 0 ? r.redis.watch(...touched.map((n) => k.peers(n))) : undefined;
+  listsWatched?.catch(() => undefined);
+  const [stored, current] = touched.length > 0 ? await Promise.all([r.records('BgpPeer', peerNames), r.redis.mget(touched.map((n) => k.peers(n)))]) : [[], []];
+  await listsWatched;
+
+  // The peers and lists as each event leaves them, one after the other.
+  const peers = new Map(stored.map((p) => [p.key, p]));
+  const lists = new Map(touched.map((n, j) => [n, current[j] ?? null]));
+  const updates: { node: string; json: string; subject: string }[] = [];
+  applied.forEach(({ i }, j) => {
+    const it = items[i] as PeerEvent;
+    if (it.record) peers.set(it.id.key, it.record);
+    else peers.delete(it.id.key);
+    const all = [...peers.values()];
     const matched: string[] = [];
-    touched.forEach((node, i) => {
-      const assigned = assignPeers(node, peers);
-      if (assigned.some((p) => p.key === id.key)) matched.push(node.name);
+    for (const node of touchedBy[j] ?? []) {
+      const assigned = assignPeers(node, all);
+      if (assigned.some((p) => p.key === it.id.key)) matched.push(node.name);
       const json = JSON.stringify(assigned);
-      if (json !== current[i]) updates.push({ node: node.name, json });
-    });
-    const detail = record
-      ? `BgpPeer ${id.name} (${record.neighborAddress} AS ${record.peerAs}) applies to ${matched.length ? `speaker node(s) ${matched.join(', ')}` : 'no speaker node yet'}`
-      : `BgpPeer ${id.name} deleted`;
-    return {
-      result: { outcome: 'applied', detail },
-      write: (w) => {
-        if (record) w.putObject(record);
-        else w.tombstone('BgpPeer', id.key, id.uid, id.resourceVersion);
-        for (const u of updates) {
-          w.multi.set(k.peers(u.node), u.json);
-          w.notify({ scope: { node: u.node }, topic: 'peers', subject: id.name });
-        }
-      },
-    };
-  }, { journal });
+      if (json !== lists.get(node.name)) {
+        lists.set(node.name, json);
+        updates.push({ node: node.name, json, subject: it.id.name });
+      }
+    }
+    const detail = it.record
+      ? `BgpPeer ${it.id.name} (${it.record.neighborAddress} AS ${it.record.peerAs}) applies to ${matched.length ? `speaker node(s) ${matched.join(', ')}` : 'no speaker node yet'}`
+      : `BgpPeer ${it.id.name} deleted`;
+    settled[i] = { ok: true, value: { outcome: 'applied', detail } };
+  });
+  return {
+    result: settled as Settled<Outcome>[],
+    write: (w) => {
+      for (const { i } of applied) {
+        const it = items[i] as PeerEvent;
+        if (it.record) w.putObject(it.record);
+        else w.tombstone('BgpPeer', it.id.key, it.id.uid, it.id.resourceVersion);
+      }
+      for (const u of updates) {
+        w.multi.set(k.peers(u.node), u.json);
+        w.notify({ scope: { node: u.node }, topic: 'peers', subject: u.subject });
+      }
+    },
+  };
 }
 
 async function handleConf(event: KubeEvent, { store, journal }: FunctionDeps, id: Identity): Promise<Outcome> {

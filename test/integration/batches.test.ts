@@ -1,10 +1,10 @@
 /**
- * on-service and on-node-label decide the events that arrive together in one transaction (group
+ * on-service, on-node-label and on-bgppeer decide the events that arrive together in one transaction (group
  * commit, src/store/group-commit.ts). A batch must leave exactly the state the same events leave
  * one after the other, in the same order, and answer each the same: for Services the same
  * addresses (lowest free, requested and shared, taken back from the status, none when a pool is
  * full), intents, pending reasons, tombstones; for Nodes the same racks (emptied ones removed), next
- * hops, speakers and peer lists. Each random history runs twice on one real Redis, under two
+ * hops, speakers and peer lists; for BgpPeers the same peer lists of every speaker. Each random history runs twice on one real Redis, under two
  * prefixes: every event awaited alone, and each round of events handed to the function at once, so
  * that they batch.
  */
@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { definition as onNodeLabel, nodeBatchesOf } from '../../functions/on-node-label/handler.js';
-import { definition as onBgpPeer } from '../../functions/on-bgppeer/handler.js';
+import { definition as onBgpPeer, peerBatchesOf } from '../../functions/on-bgppeer/handler.js';
 import { definition as onService, serviceBatchesOf } from '../../functions/on-service/handler.js';
 import type { Outcome } from '../../src/core/types.js';
 import type { KubeAction, KubeEvent } from '../../src/events/codec.js';
@@ -258,5 +258,56 @@ describe('on-node-label batches of Node events', () => {
       { numRuns: 60, seed: 7072 },
     );
     expect(nodeBatchesOf(batched).stats.largest).toBeGreaterThan(5);
+  }, 120_000);
+});
+
+type PeerStep = { name: string; kind: 'put'; rack: string | undefined; holdTime: number } | { name: string; kind: 'delete' };
+
+const PEER_NAMES = ['p1', 'p2', 'p3', 'p4', 'p5'];
+
+const peerStep: fc.Arbitrary<PeerStep> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ name: fc.constantFrom(...PEER_NAMES), kind: fc.constant('put' as const), rack: fc.constantFrom(undefined, ...RACKS), holdTime: fc.constantFrom(9, 30, 90) }) },
+  { weight: 1, arbitrary: fc.record({ name: fc.constantFrom(...PEER_NAMES), kind: fc.constant('delete' as const) }) },
+);
+
+describe('on-bgppeer batches of BgpPeer events', () => {
+  it('leave the peer lists the same events leave one after the other', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.array(peerStep, { minLength: 1, maxLength: 10 }), { minLength: 1, maxLength: 6 }), async (rounds) => {
+        for (const store of [one, batched]) {
+          await store.redis.eval("for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end", 0, `{${store.keys.prefix}}:*`);
+          // Two speakers per rack and one without a rack; a peer without a selector takes them all.
+          const speakers = RACKS.flatMap((rack, i) => [0, 1].map((j) => node({ name: `s${i}${j}`, ip: `192.0.2.${20 * i + j + 1}`, rack, speaker: true })));
+          for (const n of [...speakers, node({ name: 'sx', ip: '192.0.2.99', speaker: true })]) {
+            const h = await runHandler(onNodeLabel, kubeEvent('add', n), deps(store), 'test');
+            expect(h.ok && h.outcome.outcome).toBe('applied');
+          }
+        }
+        let rv = 100;
+        const live = new Set<string>();
+        const events = rounds.map((round) =>
+          round.flatMap((s): KubeEvent[] => {
+            const resourceVersion = String(++rv);
+            const address = `198.51.100.${Number(s.name.slice(1))}`;
+            if (s.kind === 'delete') {
+              if (!live.delete(s.name)) return [];
+              return [kubeEvent('delete', bgpPeer({ name: s.name, neighborAddress: address, resourceVersion }))];
+            }
+            const adding = !live.has(s.name);
+            live.add(s.name);
+            const o = bgpPeer({ name: s.name, neighborAddress: address, resourceVersion, ...(s.rack === undefined ? {} : { rack: s.rack }), spec: { timers: { config: { holdTime: s.holdTime, keepaliveInterval: 3 } } } });
+            return [kubeEvent(adding ? 'add' : 'update', o)];
+          }),
+        );
+        const alone: Outcome[] = [];
+        for (const round of events) for (const e of round) alone.push(await onBgpPeer.handle(e, deps(one)));
+        const together: Outcome[] = [];
+        for (const round of events) together.push(...(await Promise.all(round.map((e) => onBgpPeer.handle(e, deps(batched))))));
+        expect(together).toEqual(alone);
+        expect(await canonical(batched)).toEqual(await canonical(one));
+      }),
+      { numRuns: 60, seed: 7073 },
+    );
+    expect(peerBatchesOf(batched).stats.largest).toBeGreaterThan(4);
   }, 120_000);
 });
