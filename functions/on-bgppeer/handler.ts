@@ -13,7 +13,7 @@ import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type F
 import { decideInRounds, GroupCommit, type BatchedEvent, type Settled } from '../../src/store/group-commit.js';
 import { storedVersion, type Reader, type Store, type StoredObject, type TxPlan } from '../../src/store/store.js';
 
-export const definition: FunctionDefinition = { name: 'on-bgppeer', kinds: ['BgpPeer', 'BgpConf'], handle };
+export const definition: FunctionDefinition = { name: 'on-bgppeer', kinds: ['BgpPeer', 'BgpConf'], handle, batches: (store) => [peerBatchesOf(store)] };
 
 /** PorterLB reads the BgpConf named `default`; racklb keeps that contract. */
 export const EFFECTIVE_BGPCONF = 'default';

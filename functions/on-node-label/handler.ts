@@ -15,7 +15,7 @@ import { UNRACKED } from '../../src/store/keys.js';
 import { decideInRounds, GroupCommit, type BatchedEvent, type Settled } from '../../src/store/group-commit.js';
 import { storedVersion, type ChangeScope, type Reader, type Store, type StoredObject, type TxPlan, type TxWriter } from '../../src/store/store.js';
 
-export const definition: FunctionDefinition = { name: 'on-node-label', kinds: ['Node'], handle };
+export const definition: FunctionDefinition = { name: 'on-node-label', kinds: ['Node'], handle, batches: (store) => [nodeBatchesOf(store)] };
 
 function scopeOf(location: string): ChangeScope {
   // Nodes without a rack label are candidates in every rack.

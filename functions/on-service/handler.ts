@@ -15,7 +15,7 @@ import { formatServiceIps, parseServiceIps } from '../../src/store/keys.js';
 import { decideInRounds, GroupCommit, type BatchedEvent, type Settled } from '../../src/store/group-commit.js';
 import { ALLOCATION_INDEX_COMPLETE, storedVersion, type Reader, type Store, type StoredObject, type TxPlan, type TxWriter } from '../../src/store/store.js';
 
-export const definition: FunctionDefinition = { name: 'on-service', kinds: ['Service', 'EndpointSlice', 'Eip'], handle };
+export const definition: FunctionDefinition = { name: 'on-service', kinds: ['Service', 'EndpointSlice', 'Eip'], handle, batches: (store) => [serviceBatchesOf(store)] };
 
 type Identity = ReturnType<typeof identify>;
 

@@ -8,6 +8,7 @@ import { redactedJson, redactText } from '../secrets.js';
 import type { Kind, KubeRecord, Outcome } from '../core/types.js';
 import type { KubeEvent } from '../events/codec.js';
 import type { FunctionName } from '../store/keys.js';
+import type { BatchStats } from '../store/group-commit.js';
 import type { Store, TxJournal } from '../store/store.js';
 
 export interface FunctionDeps {
@@ -28,6 +29,8 @@ export interface FunctionDefinition {
   /** The kinds this function owns; any other kind is rejected with 400. */
   kinds: readonly Kind[];
   handle: FunctionHandler;
+  /** The group commits the function decides its events in, per store (for the metrics). */
+  batches?: (store: Store) => readonly { readonly stats: BatchStats }[];
 }
 
 /** What the transport needs: the outcome, and whether the sender should retry. */

@@ -10,8 +10,9 @@
  */
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { invalidEvent, isRacklbError } from '../errors.js';
+import type { BatchStats } from '../store/group-commit.js';
 import { decodeHttpEvent, decodeWatchEvent } from '../events/codec.js';
 import { journalRejectedEnvelope, runHandler, type FunctionDefinition, type FunctionDeps } from './handler.js';
 import { answerResync } from './resync.js';
@@ -96,6 +97,42 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
     labelNames: ['function'],
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1],
     registers: [registry],
+  });
+
+  // What group commit took together (src/store/group-commit.ts): events / batches is the mean
+  // batch; 1 means every event had a transaction of its own.
+  const batchStats = (): BatchStats => {
+    const all = def.batches?.(deps.store) ?? [];
+    return { batches: all.reduce((n, b) => n + b.stats.batches, 0), items: all.reduce((n, b) => n + b.stats.items, 0), largest: Math.max(0, ...all.map((b) => b.stats.largest)) };
+  };
+  new Counter({
+    name: 'racklb_function_batches_total',
+    help: 'Transactions that decided a batch of events (group commit)',
+    labelNames: ['function'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ function: def.name }, batchStats().batches);
+    },
+  });
+  new Counter({
+    name: 'racklb_function_batched_events_total',
+    help: 'Events decided in batches (group commit)',
+    labelNames: ['function'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ function: def.name }, batchStats().items);
+    },
+  });
+  new Gauge({
+    name: 'racklb_function_batch_largest_events',
+    help: 'The most events one batch has decided since the process started',
+    labelNames: ['function'],
+    registers: [registry],
+    collect() {
+      this.set({ function: def.name }, batchStats().largest);
+    },
   });
 
   const server = createServer((req, res) => {

@@ -62,21 +62,28 @@ export async function consumeStream(def: FunctionDefinition, deps: FunctionDeps,
     conn.disconnect();
   }
 
+  /**
+   * The entries of one read are handed over together, in stream order, so that they are decided in
+   * batches as a broker's concurrent deliveries are (src/store/group-commit.ts); events of one
+   * object still run one after the other (runHandler).
+   */
   async function processEntries(entries: Entry[]): Promise<void> {
-    for (const [id, fields] of entries) {
-      if (!fields) continue; // deleted while pending
-      const raw = eventField(fields);
-      let event;
-      try {
-        event = decodeStructuredJson(raw);
-      } catch (err) {
-        await journalRejectedEnvelope(deps, def.name, isRacklbError(err) ? err.message : String(err), 'stream', raw);
-        await conn.xack(key, group, id);
-        continue;
-      }
-      const handled = await runHandler(def, event, deps, 'stream');
-      // Left pending on a retryable failure: this or another consumer claims it again later.
-      if (handled.ok) await conn.xack(key, group, id);
+    await Promise.all(entries.map(([id, fields]) => processEntry(id, fields)));
+  }
+
+  async function processEntry(id: string, fields: string[] | null): Promise<void> {
+    if (!fields) return; // deleted while pending
+    const raw = eventField(fields);
+    let event;
+    try {
+      event = decodeStructuredJson(raw);
+    } catch (err) {
+      await journalRejectedEnvelope(deps, def.name, isRacklbError(err) ? err.message : String(err), 'stream', raw);
+      await conn.xack(key, group, id);
+      return;
     }
+    const handled = await runHandler(def, event, deps, 'stream');
+    // Left pending on a retryable failure: this or another consumer claims it again later.
+    if (handled.ok) await conn.xack(key, group, id);
   }
 }

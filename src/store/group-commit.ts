@@ -16,11 +16,17 @@ interface Waiting<I, O> {
   reject: (error: unknown) => void;
 }
 
+/** How much the batching took together so far (racklb_function_batches_total and friends). */
+export interface BatchStats {
+  batches: number;
+  items: number;
+  largest: number;
+}
+
 export class GroupCommit<I, O> {
   private queue: Waiting<I, O>[] = [];
   private running = false;
-  /** Items per batch so far, for the benchmarks and tests: how much the batching took together. */
-  readonly stats = { batches: 0, items: 0, largest: 0 };
+  readonly stats: BatchStats = { batches: 0, items: 0, largest: 0 };
 
   /**
    * `run` decides a whole batch and answers per item, in order; when it throws, every item of the

@@ -19,7 +19,8 @@ import type { KubeAction, KubeEvent } from '../../src/events/codec.js';
 import { runHandler, type FunctionDeps } from '../../src/serve/handler.js';
 import { Store } from '../../src/store/store.js';
 import { bgpPeer, eip, endpointSlice, node, service, type Json } from '../helpers/fixtures.js';
-import { allKeys } from '../helpers/functions.js';
+import { allKeys, send, serveAll } from '../helpers/functions.js';
+import { request } from 'undici';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
 let redis: TestRedis;
@@ -310,4 +311,23 @@ describe('on-bgppeer batches of BgpPeer events', () => {
     );
     expect(peerBatchesOf(batched).stats.largest).toBeGreaterThan(4);
   }, 120_000);
+});
+
+describe('batches over HTTP', () => {
+  it('64 Node updates posted at once are decided in batches, and /metrics says how many', async () => {
+    const fns = await serveAll(redis.url, 'http');
+    try {
+      const posted = await Promise.all(NODE_NAMES.flatMap((n, i) => Array.from({ length: 9 }, (_, j) => node({ name: `${n}-${j}`, ip: `198.51.100.${10 * j + i}`, rack: RACKS[j % 3], resourceVersion: '7' }))).map((o) => send(fns, 'add', o)));
+      expect(posted.map((a) => `${a.status} ${a.outcome}`)).toEqual(posted.map(() => '200 applied'));
+      const metrics = await (await request(`${fns.urls['on-node-label']}metrics`)).body.text();
+      const value = (name: string): number => Number(new RegExp(`^${name}\\{function="on-node-label"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
+      expect(value('racklb_function_batched_events_total')).toBe(posted.length);
+      // Fewer transactions than events: they were decided together.
+      expect(value('racklb_function_batches_total')).toBeLessThan(posted.length);
+      expect(value('racklb_function_batch_largest_events')).toBeGreaterThan(1);
+      expect(await fns.store.redis.scard(fns.store.keys.rackNodes('leaf1'))).toBe(21);
+    } finally {
+      await fns.close();
+    }
+  });
 });
