@@ -48,6 +48,14 @@ export function repoRoot(): string {
   return dir;
 }
 
+/**
+ * V8 flags the speaker runs with, here and in its DaemonSet (infra/speaker/speaker.yaml,
+ * NODE_OPTIONS): a 2 MB young generation. Node's default lets it grow to 16 MB per semi-space
+ * and keeps it once grown, which after one bulk of 10,000 routes was a fifth of the speaker's
+ * resident memory (docs/performance.md, memory).
+ */
+export const SPEAKER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+
 function racklbArgs(...args: string[]): string[] {
   return [join(repoRoot(), 'bin', 'racklb.js'), ...args];
 }
@@ -231,7 +239,7 @@ export async function startProcess(node: string, which: 'speaker' | 'gobgpd'): P
     spawnInNetns(
       netnsName(node),
       process.execPath,
-      racklbArgs('speaker', '--node', node, '--redis', LAB_REDIS_URL, '--gobgp', GOBGP_API, '--metrics-port', String(SPEAKER_METRICS_PORT)),
+      [...SPEAKER_NODE_FLAGS, ...racklbArgs('speaker', '--node', node, '--redis', LAB_REDIS_URL, '--gobgp', GOBGP_API, '--metrics-port', String(SPEAKER_METRICS_PORT))],
       { logFile: f.speakerLog, pidFile: f.speakerPid },
     );
   }
