@@ -28,6 +28,7 @@ import { parseObject } from '../../src/core/objects.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { FUNCTION_NAMES, functionFor } from '../../src/functions.js';
 import { WATCHED } from '../../src/k8s/kinds.js';
+import { SPEAKER_NODE_FLAGS } from '../../src/lab/lab.js';
 import { Keys } from '../../src/store/keys.js';
 import { bgpConf, bgpPeer, eip, porterLbExample, type Json } from '../helpers/fixtures.js';
 
@@ -333,6 +334,9 @@ describe('the manifests agree with the code', () => {
     expect(containers[0]?.command).toContain('--pprof-disable');
     expect(JSON.stringify(containers[0]?.readinessProbe)).toContain('global');
     expect(containers[1]?.args).toContain('--gobgp=127.0.0.1:50051');
+    // The speaker runs with the V8 flags the lab (and its memory benchmark) gives it.
+    const env = (containers[1] as { env?: { name: string; value?: string }[] }).env ?? [];
+    expect(env.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe(SPEAKER_NODE_FLAGS.join(' '));
   });
 
   it('keep Redis on append-only persistence', () => {
