@@ -6,12 +6,13 @@
  */
 import { identify, parseBgpConf, parseBgpPeer } from '../../src/core/objects.js';
 import { assignPeers, speakersTouchedBy } from '../../src/core/peers.js';
-import type { BgpPeerRecord, Outcome } from '../../src/core/types.js';
+import type { Outcome } from '../../src/core/types.js';
 import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
 import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
-import { decideInRounds, GroupCommit, type BatchedEvent, type Settled } from '../../src/store/group-commit.js';
-import { storedVersion, type Reader, type Store, type StoredObject, type TxPlan } from '../../src/store/store.js';
+import { groupCommitPerStore, sortByVersion, type QueuedEvent } from '../../src/serve/batch.js';
+import type { Settled } from '../../src/store/group-commit.js';
+import { storedVersion, type Reader, type TxPlan } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-bgppeer', kinds: ['BgpPeer', 'BgpConf'], handle, batches: (store) => [peerBatchesOf(store)] };
 
@@ -26,32 +27,17 @@ export async function handle(event: KubeEvent, deps: FunctionDeps): Promise<Outc
 
 type Identity = ReturnType<typeof identify>;
 
-/** A BgpPeer event on its way into a batch: parsed and checked, not yet decided. */
-interface PeerEvent extends BatchedEvent<Outcome> {
-  event: KubeEvent;
-  id: Identity;
-  record: BgpPeerRecord | undefined;
-}
+type PeerEvent = QueuedEvent<'BgpPeer'>;
 
-/** One batch of BgpPeer events per store at a time (see GroupCommit). */
-const peerBatches = new WeakMap<Store, GroupCommit<PeerEvent, Outcome>>();
-
-export function peerBatchesOf(store: Store): GroupCommit<PeerEvent, Outcome> {
-  let batches = peerBatches.get(store);
-  if (batches === undefined) {
-    const k = store.keys;
-    batches = new GroupCommit((items) =>
-      decideInRounds(store, items, (round) => ({
-        // Only the peers' own keys up front; the keys watched in planPeers stay out of transact's
-        // list, or one conflict on them would make every BgpPeer transaction take turns.
-        watch: round.map((it) => k.object('BgpPeer', it.id.key)),
-        body: (r) => planPeers(r, round),
-      })),
-    );
-    peerBatches.set(store, batches);
-  }
-  return batches;
-}
+/**
+ * One batch of BgpPeer events per store at a time (see GroupCommit). Only the peers' own keys up
+ * front; the keys watched in planPeers stay out of transact's list, or one conflict on them would
+ * make every BgpPeer transaction take turns.
+ */
+export const peerBatchesOf = groupCommitPerStore<PeerEvent>((store, round) => ({
+  watch: round.map((it) => store.keys.object('BgpPeer', it.id.key)),
+  body: (r) => planPeers(r, round),
+}));
 
 /**
  * BgpPeer events that arrive while others are decided go together: every one reads each speaker's
@@ -71,21 +57,7 @@ async function planPeers(r: Reader, items: readonly PeerEvent[]): Promise<TxPlan
   const [objects, speakerNames, peerNames] = await Promise.all([r.redis.mget(items.map((it) => k.object('BgpPeer', it.id.key))), r.redis.smembers(k.speakers()), r.redis.smembers(k.index('BgpPeer'))]);
   await nodesWatched;
 
-  const settled: (Settled<Outcome> | undefined)[] = items.map(() => undefined);
-  const applied: { i: number; prev: BgpPeerRecord | undefined }[] = [];
-  items.forEach((it, i) => {
-    let stored: StoredObject | undefined;
-    try {
-      stored = r.parseObject(objects[i] ?? null, k.object('BgpPeer', it.id.key));
-    } catch (error) {
-      // A corrupt record fails its own event, not the batch.
-      settled[i] = { ok: false, error };
-      return;
-    }
-    const decision = decideWrite(storedVersion(stored), incomingVersion(it.event, it.id));
-    if (!decision.apply) settled[i] = { ok: true, value: { outcome: 'stale', detail: decision.reason } };
-    else applied.push({ i, prev: stored && !stored.deleted && stored.record.kind === 'BgpPeer' ? stored.record : undefined });
-  });
+  const { settled, applied } = sortByVersion(r, 'BgpPeer', items, objects);
   if (applied.length === 0) return { result: settled as Settled<Outcome>[] };
 
   const speakers = await r.records('Node', speakerNames.sort());

@@ -8,12 +8,12 @@ import { identify, parseNode } from '../../src/core/objects.js';
 import { assignPeers } from '../../src/core/peers.js';
 import { nextHopCandidate } from '../../src/core/rack.js';
 import type { BgpPeerRecord, NodeRecord, Outcome } from '../../src/core/types.js';
-import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
-import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
+import { recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
 import { UNRACKED } from '../../src/store/keys.js';
-import { decideInRounds, GroupCommit, type BatchedEvent, type Settled } from '../../src/store/group-commit.js';
-import { storedVersion, type ChangeScope, type Reader, type Store, type StoredObject, type TxPlan, type TxWriter } from '../../src/store/store.js';
+import { groupCommitPerStore, sortByVersion, type QueuedEvent } from '../../src/serve/batch.js';
+import type { Settled } from '../../src/store/group-commit.js';
+import type { ChangeScope, Reader, TxPlan, TxWriter } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-node-label', kinds: ['Node'], handle, batches: (store) => [nodeBatchesOf(store)] };
 
@@ -32,30 +32,13 @@ function candidateJson(node: NodeRecord | undefined): string | undefined {
   return c.eligible ? JSON.stringify(c.candidate) : undefined;
 }
 
-/** A Node event on its way into a batch: parsed and checked, not yet decided. */
-interface NodeEvent extends BatchedEvent<Outcome> {
-  event: KubeEvent;
-  id: ReturnType<typeof identify>;
-  record: NodeRecord | undefined;
-}
+type NodeEvent = QueuedEvent<'Node'>;
 
 /** One batch of Node events per store at a time (see GroupCommit). */
-const nodeBatches = new WeakMap<Store, GroupCommit<NodeEvent, Outcome>>();
-
-export function nodeBatchesOf(store: Store): GroupCommit<NodeEvent, Outcome> {
-  let batches = nodeBatches.get(store);
-  if (batches === undefined) {
-    const k = store.keys;
-    batches = new GroupCommit((items) =>
-      decideInRounds(store, items, (round) => ({
-        watch: [k.epoch('BgpPeer'), ...round.map((it) => k.object('Node', it.id.key))],
-        body: (r) => planNodes(r, round),
-      })),
-    );
-    nodeBatches.set(store, batches);
-  }
-  return batches;
-}
+export const nodeBatchesOf = groupCommitPerStore<NodeEvent>((store, round) => ({
+  watch: [store.keys.epoch('BgpPeer'), ...round.map((it) => store.keys.object('Node', it.id.key))],
+  body: (r) => planNodes(r, round),
+}));
 
 /**
  * Node events that arrive while others are decided go together as one transaction: a NotReady
@@ -79,21 +62,7 @@ async function planNodes(r: Reader, items: readonly NodeEvent[]): Promise<TxPlan
   bgpPeersRead?.catch(() => undefined);
   const objects = await r.redis.mget(items.map((it) => k.object('Node', it.id.key)));
 
-  const settled: (Settled<Outcome> | undefined)[] = items.map(() => undefined);
-  const applied: { i: number; prev: NodeRecord | undefined }[] = [];
-  items.forEach((it, i) => {
-    let stored: StoredObject | undefined;
-    try {
-      stored = r.parseObject(objects[i] ?? null, k.object('Node', it.id.key));
-    } catch (error) {
-      // A corrupt record fails its own event, not the batch.
-      settled[i] = { ok: false, error };
-      return;
-    }
-    const decision = decideWrite(storedVersion(stored), incomingVersion(it.event, it.id));
-    if (!decision.apply) settled[i] = { ok: true, value: { outcome: 'stale', detail: decision.reason } };
-    else applied.push({ i, prev: stored && !stored.deleted && stored.record.kind === 'Node' ? stored.record : undefined });
-  });
+  const { settled, applied } = sortByVersion(r, 'Node', items, objects);
   if (applied.length === 0) return { result: settled as Settled<Outcome>[] };
 
   // The racks nodes leave: whether one empties depends on the nodes that left or joined it before

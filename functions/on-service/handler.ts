@@ -12,8 +12,9 @@ import { decideWrite } from '../../src/core/versions.js';
 import type { KubeEvent } from '../../src/events/codec.js';
 import { incomingVersion, recordOf, requireKind, type FunctionDefinition, type FunctionDeps } from '../../src/serve/handler.js';
 import { formatServiceIps, parseServiceIps } from '../../src/store/keys.js';
-import { decideInRounds, GroupCommit, type BatchedEvent, type Settled } from '../../src/store/group-commit.js';
-import { ALLOCATION_INDEX_COMPLETE, storedVersion, type Reader, type Store, type StoredObject, type TxPlan, type TxWriter } from '../../src/store/store.js';
+import { groupCommitPerStore, sortByVersion, type QueuedEvent } from '../../src/serve/batch.js';
+import type { Settled } from '../../src/store/group-commit.js';
+import { ALLOCATION_INDEX_COMPLETE, storedVersion, type Reader, type TxPlan, type TxWriter } from '../../src/store/store.js';
 
 export const definition: FunctionDefinition = { name: 'on-service', kinds: ['Service', 'EndpointSlice', 'Eip'], handle, batches: (store) => [serviceBatchesOf(store)] };
 
@@ -290,30 +291,16 @@ function writeIntents(w: TxWriter, intents: { ip: string; json: string | undefin
   }
 }
 
-/** A Service event on its way into a batch: parsed and checked, not yet decided. */
-interface ServiceEvent extends BatchedEvent<Outcome> {
-  event: KubeEvent;
-  id: Identity;
-  record: ServiceRecord | undefined;
-}
+type ServiceEvent = QueuedEvent<'Service'>;
 
 /** One batch of Service events per store at a time (see GroupCommit). */
-const serviceBatches = new WeakMap<Store, GroupCommit<ServiceEvent, Outcome>>();
-
-export function serviceBatchesOf(store: Store): GroupCommit<ServiceEvent, Outcome> {
-  let batches = serviceBatches.get(store);
-  if (batches === undefined) {
-    const k = store.keys;
-    batches = new GroupCommit((items) =>
-      decideInRounds(store, items, (round) => ({
-        watch: [k.allocations(), k.allocationIndex(), k.serviceIps(), k.epoch('Eip'), ...round.flatMap((it) => [k.object('Service', it.id.key), k.serviceEndpoints(it.id.key)])],
-        body: (r) => planServices(r, round),
-      })),
-    );
-    serviceBatches.set(store, batches);
-  }
-  return batches;
-}
+export const serviceBatchesOf = groupCommitPerStore<ServiceEvent>((store, round) => {
+  const k = store.keys;
+  return {
+    watch: [k.allocations(), k.allocationIndex(), k.serviceIps(), k.epoch('Eip'), ...round.flatMap((it) => [k.object('Service', it.id.key), k.serviceEndpoints(it.id.key)])],
+    body: (r) => planServices(r, round),
+  };
+});
 
 /**
  * Service events wait while the events before them are decided, and go together as one
@@ -336,21 +323,8 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
   indexComplete.catch(() => undefined);
   const [objects, pools, storedIps] = await Promise.all([r.redis.mget(keys.map((key) => k.object('Service', key))), r.allRecords('Eip'), r.redis.hmget(k.serviceIps(), ...keys)]);
 
-  const settled: (Settled<Outcome> | undefined)[] = items.map(() => undefined);
-  const applied: number[] = [];
-  items.forEach((it, i) => {
-    let stored: StoredObject | undefined;
-    try {
-      stored = r.parseObject(objects[i] ?? null, k.object('Service', it.id.key));
-    } catch (error) {
-      // A corrupt record fails its own event, not the batch.
-      settled[i] = { ok: false, error };
-      return;
-    }
-    const decision = decideWrite(storedVersion(stored), incomingVersion(it.event, it.id));
-    if (!decision.apply) settled[i] = { ok: true, value: { outcome: 'stale', detail: decision.reason } };
-    else applied.push(i);
-  });
+  const { settled, applied: sorted } = sortByVersion(r, 'Service', items, objects);
+  const applied = sorted.map((a) => a.i);
   if (applied.length === 0) return { result: settled as Settled<Outcome>[] };
 
   // The allocations `allocate` looks at (see addressesConsulted): the current, the requested and

@@ -108,3 +108,34 @@ export function withVersion<T extends Record<string, unknown>>(object: T, resour
   mutate?.(copy);
   return copy;
 }
+
+/**
+ * Every key the functions own under the store's prefix, values parsed and sorted, without what
+ * counts deliveries rather than describes the cluster: meta (revision, generation), the change and
+ * journal streams, the per-kind epoch counters, and a tombstone's deletedAt. Two stores that went
+ * through the same events in any delivery order hold the same canonical state.
+ */
+export async function canonicalState(store: Store): Promise<Record<string, unknown>> {
+  const k = store.keys;
+  const skip = new Set([k.meta(), k.changes(), k.journal()]);
+  const keys = (await allKeys(store, `{${k.prefix}}:*`)).filter((key) => !skip.has(key) && !key.startsWith(`{${k.prefix}}:epoch:`)).sort();
+  const parse = (v: string): unknown => {
+    try {
+      const o = JSON.parse(v) as unknown;
+      if (typeof o === 'object' && o !== null && 'deletedAt' in o) delete (o as Record<string, unknown>).deletedAt;
+      return o;
+    } catch {
+      return v;
+    }
+  };
+  const out: Record<string, unknown> = {};
+  for (const key of keys) {
+    const type = await store.redis.type(key);
+    if (type === 'string') out[key] = parse((await store.redis.get(key)) ?? '');
+    else if (type === 'hash') out[key] = Object.fromEntries(Object.entries(await store.redis.hgetall(key)).sort().map(([f, v]) => [f, parse(v)]));
+    else if (type === 'set') out[key] = (await store.redis.smembers(key)).sort();
+    else if (type === 'zset') out[key] = await store.redis.zrange(key, 0, -1, 'WITHSCORES');
+    else out[key] = `(${type})`;
+  }
+  return out;
+}

@@ -19,7 +19,7 @@ import type { KubeAction, KubeEvent } from '../../src/events/codec.js';
 import { runHandler, type FunctionDeps } from '../../src/serve/handler.js';
 import { Store } from '../../src/store/store.js';
 import { bgpPeer, eip, endpointSlice, node, service, type Json } from '../helpers/fixtures.js';
-import { allKeys, send, serveAll } from '../helpers/functions.js';
+import { canonicalState, send, serveAll } from '../helpers/functions.js';
 import { request } from 'undici';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -47,32 +47,10 @@ function kubeEvent(action: KubeAction, object: Json): KubeEvent {
   return { id: `e${eventId}`, source: 'test', type: `dev.knative.apiserver.resource.${action}`, time: undefined, action, object: structuredClone(object) };
 }
 
-/** Every key of a prefix, values parsed, without what counts deliveries (meta, streams, epochs) or a tombstone's time. */
+/** canonicalState with the prefix taken off every key, so that two prefixes compare. */
 async function canonical(store: Store): Promise<Record<string, unknown>> {
-  const k = store.keys;
-  const base = `{${k.prefix}}:`;
-  const skip = new Set([k.meta(), k.changes(), k.journal()]);
-  const keys = (await allKeys(store, `${base}*`)).filter((key) => !skip.has(key) && !key.startsWith(`${base}epoch:`)).sort();
-  const parse = (v: string): unknown => {
-    try {
-      const o = JSON.parse(v) as unknown;
-      if (typeof o === 'object' && o !== null && 'deletedAt' in o) delete (o as Record<string, unknown>).deletedAt;
-      return o;
-    } catch {
-      return v;
-    }
-  };
-  const out: Record<string, unknown> = {};
-  for (const key of keys) {
-    const name = key.slice(base.length);
-    const type = await store.redis.type(key);
-    if (type === 'string') out[name] = parse((await store.redis.get(key)) ?? '');
-    else if (type === 'hash') out[name] = Object.fromEntries(Object.entries(await store.redis.hgetall(key)).sort().map(([f, v]) => [f, parse(v)]));
-    else if (type === 'set') out[name] = (await store.redis.smembers(key)).sort();
-    else if (type === 'zset') out[name] = await store.redis.zrange(key, 0, -1, 'WITHSCORES');
-    else out[name] = `(${type})`;
-  }
-  return out;
+  const base = `{${store.keys.prefix}}:`;
+  return Object.fromEntries(Object.entries(await canonicalState(store)).map(([key, value]) => [key.slice(base.length), value]));
 }
 
 const NAMES = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];

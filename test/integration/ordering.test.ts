@@ -13,9 +13,8 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Store } from '../../src/store/store.js';
 import { bgpConf, bgpPeer, eip, endpointSlice, node, service, type Json } from '../helpers/fixtures.js';
-import { allKeys, flushStore, send, serveAll, type ServedFunctions } from '../helpers/functions.js';
+import { canonicalState, flushStore, send, serveAll, type ServedFunctions } from '../helpers/functions.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
 let redis: TestRedis;
@@ -116,31 +115,6 @@ function recordSequence(): Recorded[] {
   r.remove(eip({ name: 'pool-c', address: '2001:db8::/120' }));
   r.put(node({ name: 'n5', ip: ip('n5'), rack: 'leaf3', speaker: false }));
   return r.events;
-}
-
-/** Every key the functions own, parsed and sorted, without what counts deliveries (see the file comment). */
-async function canonicalState(store: Store): Promise<Record<string, unknown>> {
-  const k = store.keys;
-  const skip = new Set([k.meta(), k.changes(), k.journal()]);
-  const keys = (await allKeys(store, `{${k.prefix}}:*`)).filter((key) => !skip.has(key) && !key.startsWith(`{${k.prefix}}:epoch:`)).sort();
-  const parse = (v: string): unknown => {
-    try {
-      const o = JSON.parse(v) as unknown;
-      if (typeof o === 'object' && o !== null && 'deletedAt' in o) delete (o as Record<string, unknown>).deletedAt;
-      return o;
-    } catch {
-      return v;
-    }
-  };
-  const out: Record<string, unknown> = {};
-  for (const key of keys) {
-    const type = await store.redis.type(key);
-    if (type === 'string') out[key] = parse((await store.redis.get(key)) ?? '');
-    else if (type === 'hash') out[key] = Object.fromEntries(Object.entries(await store.redis.hgetall(key)).sort().map(([f, v]) => [f, parse(v)]));
-    else if (type === 'set') out[key] = (await store.redis.smembers(key)).sort();
-    else out[key] = `(${type})`;
-  }
-  return out;
 }
 
 async function deliver(events: Recorded[], concurrency = 1): Promise<void> {
