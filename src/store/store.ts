@@ -368,7 +368,7 @@ export class Store {
         const writer = new TxWriter(multi, this.keys);
         plan.write(writer);
         writer.queueNotifications();
-        if (opts.journal) for (const fields of opts.journal.entriesFor(plan.result)) multi.xadd(this.keys.journal(), 'MAXLEN', '~', String(JOURNAL_MAXLEN), '*', ...journalFields(fields));
+        if (opts.journal) for (const fields of opts.journal.entriesFor(plan.result)) multi.xadd(...this.journalLine(fields));
         const results = await multi.exec();
         if (results === null) {
           // A watched key changed: decide again on fresh data, and from now on take turns.
@@ -421,9 +421,16 @@ export class Store {
     return this.appendJournalOn(this.redis, fields);
   }
 
+  /** XADD's arguments for one journal line, inside a transaction or on its own: the stream, its cap, the fields. */
+  private journalLine(fields: Record<string, string>): [string, 'MAXLEN', '~', string, '*', ...string[]] {
+    const flat: string[] = [];
+    for (const k in fields) flat.push(k, fields[k] as string);
+    return [this.keys.journal(), 'MAXLEN', '~', String(JOURNAL_MAXLEN), '*', ...flat];
+  }
+
   private async appendJournalOn(conn: Redis, fields: Record<string, string>): Promise<void> {
     try {
-      await conn.xadd(this.keys.journal(), 'MAXLEN', '~', String(JOURNAL_MAXLEN), '*', ...journalFields(fields));
+      await conn.xadd(...this.journalLine(fields));
     } catch (err) {
       throw storeError(err, 'XADD journal');
     }
@@ -478,12 +485,6 @@ export class Store {
     if (next) next(conn);
     else this.idle.push(conn);
   }
-}
-
-function journalFields(fields: Record<string, string>): string[] {
-  const flat: string[] = [];
-  for (const k in fields) flat.push(k, fields[k] as string);
-  return flat;
 }
 
 function defineScripts(redis: Redis): void {
