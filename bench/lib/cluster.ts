@@ -14,7 +14,7 @@ import { nextHopCandidate } from '../../src/core/rack.js';
 import { serviceIpIntent } from '../../src/core/intents.js';
 import type { Allocation, KubeRecord } from '../../src/core/types.js';
 import { formatServiceIps } from '../../src/store/keys.js';
-import { ALLOCATION_INDEX_COMPLETE, type StoredObject, type Store } from '../../src/store/store.js';
+import { ALLOCATION_INDEX_COMPLETE, nextEpochToken, type StoredObject, type Store } from '../../src/store/store.js';
 import { bgpConf, bgpPeer, eip, node, service } from '../../test/helpers/fixtures.js';
 
 export interface ClusterShape {
@@ -123,7 +123,7 @@ export async function seed(store: Store, shape: ClusterShape): Promise<void> {
     const stored: StoredObject = { deleted: false, record };
     pipe.set(k.object(record.kind, record.key), JSON.stringify(stored));
     pipe.sadd(k.index(record.kind), record.key);
-    pipe.incr(k.epoch(record.kind));
+    pipe.set(k.epoch(record.kind), nextEpochToken());
     queued += 3;
     await flush();
   };

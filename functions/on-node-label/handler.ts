@@ -58,7 +58,7 @@ async function planNodes(r: Reader, items: readonly NodeEvent[]): Promise<TxPlan
   // round trip sooner. Unused on a stale event, and harmless then.
   const storedPeersRead = r.redis.mget(items.map((it) => k.peers(it.id.name)));
   storedPeersRead.catch(() => undefined);
-  const bgpPeersRead = items.some((it) => it.record?.speaker) ? r.allRecords('BgpPeer') : undefined;
+  const bgpPeersRead = items.some((it) => it.record?.speaker) ? r.allRecordsCached('BgpPeer') : undefined;
   bgpPeersRead?.catch(() => undefined);
   const objects = await r.redis.mget(items.map((it) => k.object('Node', it.id.key)));
 

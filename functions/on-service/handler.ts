@@ -321,7 +321,7 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
   // Independent reads go out together: every object, the pools, the Services' addresses.
   const indexComplete = mayNeedLowest ? r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE).then((v) => v !== null) : Promise.resolve(false);
   indexComplete.catch(() => undefined);
-  const [objects, pools, storedIps] = await Promise.all([r.redis.mget(keys.map((key) => k.object('Service', key))), r.allRecords('Eip'), r.redis.hmget(k.serviceIps(), ...keys)]);
+  const [objects, pools, storedIps] = await Promise.all([r.redis.mget(keys.map((key) => k.object('Service', key))), r.allRecordsCached('Eip'), r.redis.hmget(k.serviceIps(), ...keys)]);
 
   const { settled, applied: sorted } = sortByVersion(r, 'Service', items, objects);
   const applied = sorted.map((a) => a.i);
@@ -436,7 +436,7 @@ async function handleEip(event: KubeEvent, { store, journal }: FunctionDeps, id:
     const stored = await r.object('Eip', id.key);
     const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
-    const others = (await r.allRecords('Eip')).filter((e) => e.key !== id.key);
+    const others = (await r.allRecordsCached('Eip')).filter((e) => e.key !== id.key);
     if (record) checkPoolOverlap(record, others);
     const pools = record ? [...others, record] : others;
 

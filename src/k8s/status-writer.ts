@@ -1,6 +1,6 @@
 /**
  * The status writer: the one racklb component that writes to the Kubernetes API. It follows the
- * store (the change stream wakes it within milliseconds; a short poll of the kinds' epoch counters
+ * store (the change stream wakes it within milliseconds; a short poll of the kinds' epoch tokens
  * catches what the stream does not announce, such as a new Eip; the speakers' session hashes are
  * read every few seconds) and brings each object's status to what the store says.
  *

@@ -28,6 +28,18 @@ const MAX_ATTEMPTS = 50;
 /** How long the watched keys of a transaction whose EXEC failed count as contended (see `transact`). */
 const CONTENDED_MS = 1000;
 
+/**
+ * A kind's epoch is a token no other write carries, not a counter: a counter comes back to the same
+ * value after Redis is restored from an older snapshot, and then a cached list of the kind's
+ * objects (RecordCache) would be taken for current when it is not. One random prefix per process
+ * and a sequence make it unique without a round trip.
+ */
+const EPOCH_PREFIX = randomUUID();
+let epochSequence = 0;
+export function nextEpochToken(): string {
+  return `${EPOCH_PREFIX}.${(++epochSequence).toString(36)}`;
+}
+
 /** Where a change applies: one rack, every rack, or one speaker node. */
 export type ChangeScope = { rack: string } | { node: string } | 'all';
 export type ChangeTopic = 'nexthops' | 'intent' | 'peers' | 'conf' | 'node';
@@ -115,14 +127,14 @@ export class TxWriter {
     const stored: StoredObject = { deleted: false, record };
     this.multi.set(this.keys.object(record.kind, record.key), JSON.stringify(stored));
     if (!listed) this.multi.sadd(this.keys.index(record.kind), record.key);
-    this.multi.incr(this.keys.epoch(record.kind));
+    this.multi.set(this.keys.epoch(record.kind), nextEpochToken());
   }
 
   tombstone(kind: Kind, key: string, uid: string, resourceVersion: string): void {
     const stored: StoredObject = { deleted: true, kind, key, uid, resourceVersion, deletedAt: new Date().toISOString() };
     this.multi.set(this.keys.object(kind, key), JSON.stringify(stored), 'PX', TOMBSTONE_TTL_MS);
     this.multi.srem(this.keys.index(kind), key);
-    this.multi.incr(this.keys.epoch(kind));
+    this.multi.set(this.keys.epoch(kind), nextEpochToken());
   }
 
   /** One change notification, sent after every write; the same change twice in a transaction is sent once. */
@@ -158,11 +170,44 @@ function carried(change: Change, k: Keys): [field: string, hash: string] {
   return ['', k.intents()];
 }
 
+/**
+ * Every live object of a small kind that handlers read on every event (Eips, BgpPeers), kept in
+ * this process with the epoch token it was read under. A read whose token is unchanged needs no
+ * second round trip for the objects themselves: every write of a kind sets a new token in the
+ * same transaction (TxWriter), so an unchanged token means unchanged objects. Inside a
+ * transaction the caller WATCHes the epoch, as it would without the cache.
+ */
+export class RecordCache {
+  private readonly byKind = new Map<Kind, { token: string; records: readonly KubeRecord[] }>();
+  hits = 0;
+  misses = 0;
+
+  get<K extends Kind>(kind: K, token: string | null): Extract<KubeRecord, { kind: K }>[] | undefined {
+    const entry = token === null ? undefined : this.byKind.get(kind);
+    if (entry === undefined || entry.token !== token) return undefined;
+    return entry.records.slice() as Extract<KubeRecord, { kind: K }>[];
+  }
+
+  /** The records are frozen: a handler that changed one would change every later event's view. */
+  set(kind: Kind, token: string | null, records: readonly KubeRecord[]): void {
+    if (token === null) return;
+    for (const r of records) deepFreeze(r);
+    this.byKind.set(kind, { token, records: records.slice() });
+  }
+}
+
+function deepFreeze(value: unknown): void {
+  if (typeof value !== 'object' || value === null || Object.isFrozen(value)) return;
+  Object.freeze(value);
+  for (const v of Object.values(value)) deepFreeze(v);
+}
+
 /** Read helpers over any connection (the watched one inside a transaction). */
 export class Reader {
   constructor(
     readonly redis: Redis,
     readonly keys: Keys,
+    private readonly cache: RecordCache = new RecordCache(),
   ) {}
 
   async object(kind: Kind, key: string): Promise<StoredObject | undefined> {
@@ -194,6 +239,29 @@ export class Reader {
   async allRecords<K extends Kind>(kind: K): Promise<Extract<KubeRecord, { kind: K }>[]> {
     const keys = (await this.redis.smembers(this.keys.index(kind))).sort();
     return this.records(kind, keys);
+  }
+
+  /**
+   * `allRecords`, from the store's RecordCache when the kind's epoch token has not moved: one
+   * round trip instead of two (a Service or Node event's first reads then go straight to its
+   * decision). For small kinds only; the records are frozen. The epoch is read before the index,
+   * so a write in between shows as a new token the next time, never as a stale hit.
+   */
+  async allRecordsCached<K extends Kind>(kind: K): Promise<Extract<KubeRecord, { kind: K }>[]> {
+    const tokenRead = this.redis.get(this.keys.epoch(kind));
+    const indexRead = this.redis.smembers(this.keys.index(kind));
+    indexRead.catch(() => undefined);
+    const token = await tokenRead;
+    const cached = this.cache.get(kind, token);
+    if (cached !== undefined) {
+      this.cache.hits++;
+      await indexRead;
+      return cached;
+    }
+    this.cache.misses++;
+    const records = await this.records(kind, (await indexRead).sort());
+    this.cache.set(kind, token, records);
+    return records;
   }
 
   /**
@@ -280,6 +348,8 @@ export class Store {
   readonly keys: Keys;
   readonly redis: Redis;
   readonly reader: Reader;
+  /** Small kinds' objects by epoch token (Reader.allRecordsCached), shared by every transaction. */
+  readonly recordCache = new RecordCache();
   private readonly idle: Redis[] = [];
   private readonly waiting: ((r: Redis) => void)[] = [];
   private created = 0;
@@ -294,7 +364,7 @@ export class Store {
     this.keys = new Keys(opts.prefix);
     this.redis = redis;
     defineScripts(redis);
-    this.reader = new Reader(redis, this.keys);
+    this.reader = new Reader(redis, this.keys, this.recordCache);
     this.poolSize = opts.poolSize ?? 8;
   }
 
@@ -345,7 +415,7 @@ export class Store {
         watched?.catch(() => undefined);
         let plan: TxPlan<T>;
         try {
-          plan = await body(new Reader(conn, this.keys));
+          plan = await body(new Reader(conn, this.keys, this.recordCache));
           await watched;
         } catch (err) {
           await this.unwatch(conn).catch(() => undefined);

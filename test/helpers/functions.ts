@@ -112,7 +112,7 @@ export function withVersion<T extends Record<string, unknown>>(object: T, resour
 /**
  * Every key the functions own under the store's prefix, values parsed and sorted, without what
  * counts deliveries rather than describes the cluster: meta (revision, generation), the change and
- * journal streams, the per-kind epoch counters, and a tombstone's deletedAt. Two stores that went
+ * journal streams, the per-kind epoch tokens, and a tombstone's deletedAt. Two stores that went
  * through the same events in any delivery order hold the same canonical state.
  */
 export async function canonicalState(store: Store): Promise<Record<string, unknown>> {

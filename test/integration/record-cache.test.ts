@@ -1,0 +1,133 @@
+/**
+ * on-service and on-node-label keep the Eips and BgpPeers they read on every event in memory, by the
+ * kind's epoch token (RecordCache in src/store/store.ts). What a user must never see: an address
+ * taken from a pool another replica removed, or a speaker's peers from a BgpPeer another replica
+ * changed, or, after Redis is restored from an older snapshot, addresses from pools that snapshot
+ * never held. Each replica is its own Store (its own cache) on one real Redis.
+ */
+import { pino } from 'pino';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { definition as onBgpPeer } from '../../functions/on-bgppeer/handler.js';
+import { definition as onNodeLabel } from '../../functions/on-node-label/handler.js';
+import { definition as onService } from '../../functions/on-service/handler.js';
+import type { KubeAction, KubeEvent } from '../../src/events/codec.js';
+import { runHandler, type FunctionDefinition } from '../../src/serve/handler.js';
+import { Store } from '../../src/store/store.js';
+import { bgpPeer, eip, node, service, type Json } from '../helpers/fixtures.js';
+import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
+
+let redis: TestRedis;
+let a: Store;
+let b: Store;
+const logger = pino({ level: 'silent' });
+const POOL_A = '198.51.100.0/28';
+const POOL_B = '203.0.113.0/28';
+const POOL_C = '192.0.2.0/28';
+
+beforeAll(async () => {
+  redis = await startRedis();
+  a = Store.open(redis.url, { failFast: true });
+  b = Store.open(redis.url, { failFast: true });
+  await Promise.all([a.connect(), b.connect()]);
+});
+
+afterAll(async () => {
+  await a?.close();
+  await b?.close();
+  if (redis) await removeRedis(redis);
+});
+
+beforeEach(async () => {
+  await a.redis.flushall();
+});
+
+let rv = 100;
+function event(action: KubeAction, object: Json): KubeEvent {
+  const o = structuredClone(object);
+  (o.metadata as Json).resourceVersion = String(++rv);
+  return { id: `e${rv}`, source: 'test', type: `dev.knative.apiserver.resource.${action}`, time: undefined, action, object: o };
+}
+
+async function apply(def: FunctionDefinition, store: Store, action: KubeAction, object: Json): Promise<void> {
+  const handled = await runHandler(def, event(action, object), { store, logger }, 'test');
+  expect(handled.ok && handled.outcome.outcome, handled.ok ? handled.outcome.detail : String(handled.error)).toBe('applied');
+}
+
+async function addressOf(store: Store, name: string): Promise<string | null> {
+  return store.redis.hget(store.keys.serviceIps(), `default/${name}`);
+}
+
+function inPool(ip: string | null, cidr: string): boolean {
+  const [net] = cidr.split('/');
+  return ip !== null && ip.split('.').slice(0, 3).join('.') === (net as string).split('.').slice(0, 3).join('.');
+}
+
+/** Every key of the store, as DUMP gives it: what a snapshot holds. */
+async function snapshot(store: Store): Promise<[string, Buffer][]> {
+  const keys = await store.redis.keys(`{${store.keys.prefix}}:*`);
+  return Promise.all(keys.map(async (key) => [key, (await store.redis.dumpBuffer(key)) as Buffer] as [string, Buffer]));
+}
+
+async function restore(store: Store, snap: [string, Buffer][]): Promise<void> {
+  await store.redis.flushall();
+  for (const [key, value] of snap) await store.redis.restore(key, 0, value);
+}
+
+describe('the Eips on-service keeps in memory', () => {
+  it('follow a pool another replica replaced', async () => {
+    await apply(onService, b, 'add', eip({ name: 'pool-a', address: POOL_A, isDefault: true }));
+    await apply(onService, a, 'add', service({ name: 'first' }));
+    expect(inPool(await addressOf(a, 'first'), POOL_A)).toBe(true);
+
+    await apply(onService, b, 'update', eip({ name: 'pool-a', address: POOL_A }));
+    await apply(onService, b, 'add', eip({ name: 'pool-b', address: POOL_B, isDefault: true }));
+    await apply(onService, a, 'add', service({ name: 'second' }));
+    expect(inPool(await addressOf(a, 'second'), POOL_B)).toBe(true);
+    expect(a.recordCache.misses).toBeGreaterThan(0);
+  });
+
+  it('are read again after Redis is restored from an older snapshot, even once as many writes followed', async () => {
+    await apply(onService, b, 'add', eip({ name: 'pool-a', address: POOL_A, isDefault: true }));
+    const older = await snapshot(a);
+    // After the snapshot: pool-a deleted, pool-b the default, and replica a allocates from it.
+    await apply(onService, b, 'delete', eip({ name: 'pool-a', address: POOL_A, isDefault: true }));
+    await apply(onService, b, 'add', eip({ name: 'pool-b', address: POOL_B, isDefault: true }));
+    await apply(onService, a, 'add', service({ name: 'before-restore' }));
+    expect(inPool(await addressOf(a, 'before-restore'), POOL_B)).toBe(true);
+
+    // Restored: pool-a is back; then as many Eip writes as before (a counter would be where it was).
+    await restore(a, older);
+    await apply(onService, b, 'add', eip({ name: 'pool-c', address: POOL_C }));
+    await apply(onService, b, 'update', eip({ name: 'pool-c', address: POOL_C, priority: 5 }));
+    await apply(onService, a, 'add', service({ name: 'after-restore' }));
+    expect(inPool(await addressOf(a, 'after-restore'), POOL_A)).toBe(true);
+  });
+
+  it('cannot be changed by a handler (frozen)', async () => {
+    await apply(onService, a, 'add', eip({ name: 'pool-a', address: POOL_A, isDefault: true }));
+    const pools = await a.reader.allRecordsCached('Eip');
+    const again = await a.reader.allRecordsCached('Eip');
+    expect(again.map((p) => p.key)).toEqual(['pool-a']);
+    expect(a.recordCache.hits).toBeGreaterThan(0);
+    expect(() => {
+      (pools[0] as { cidr?: string }).cidr = POOL_B;
+    }).toThrow(TypeError);
+  });
+});
+
+describe('the BgpPeers on-node-label keeps in memory', () => {
+  it('follow a BgpPeer another replica changed', async () => {
+    const speaker = (): Json => node({ name: 'n1', rack: 'rack1', speaker: true, ip: '198.51.100.11' });
+    await apply(onBgpPeer, b, 'add', bgpPeer({ name: 'leaf1', neighborAddress: '198.51.100.1', peerAs: 65001, rack: 'rack1' }));
+    await apply(onNodeLabel, a, 'add', speaker());
+    const peersOf = async (): Promise<unknown> => JSON.parse((await a.redis.get(a.keys.peers('n1'))) ?? 'null');
+    expect(JSON.stringify(await peersOf())).toContain('198.51.100.1');
+
+    await apply(onBgpPeer, b, 'update', bgpPeer({ name: 'leaf1', neighborAddress: '198.51.100.2', peerAs: 65001, rack: 'rack1' }));
+    // A change of the node (a label) that makes on-node-label compute the node's peers again.
+    await apply(onNodeLabel, a, 'update', node({ name: 'n1', rack: 'rack1', speaker: true, ip: '198.51.100.11', labels: { team: 'edge' } }));
+    const peers = JSON.stringify(await peersOf());
+    expect(peers).toContain('198.51.100.2');
+    expect(peers).not.toContain('198.51.100.1"');
+  });
+});
