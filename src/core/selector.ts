@@ -54,12 +54,14 @@ function parseRequirement(raw: unknown, field: string): LabelSelectorRequirement
  */
 export function matchesSelector(sel: LabelSelector | undefined, labels: Record<string, string>): boolean {
   if (sel === undefined) return true;
-  const has = (k: string): boolean => hasOwnKey(labels, k);
-  for (const [k, v] of Object.entries(sel.matchLabels)) {
-    if (!has(k) || labels[k] !== v) return false;
+  // Called for every speaker and BgpPeer pair of a batch: no entry arrays, no closures.
+  const match = sel.matchLabels;
+  for (const k in match) {
+    if (!hasOwnKey(match, k)) continue;
+    if (!hasOwnKey(labels, k) || labels[k] !== match[k]) return false;
   }
   for (const req of sel.matchExpressions) {
-    const present = has(req.key);
+    const present = hasOwnKey(labels, req.key);
     const value = present ? labels[req.key] : undefined;
     switch (req.operator) {
       case 'In':
