@@ -11,6 +11,7 @@ import type { BenchContext, BenchOutput } from './lib/context.js';
 import { FLOOR_FIRST, type BenchLab } from './lib/benchlab.js';
 import { RouteMonitor, wallNow } from './lib/monitor.js';
 import { fmt, fmtRatio, met } from './lib/results.js';
+import { cpuByRole, cpuDiff } from './lib/procs.js';
 import { ratio, round } from './lib/stats.js';
 
 const isRacklbBulk = (p: string): boolean => p.startsWith('198.18.') && !/^198\.18\.(25[0-5])\./.test(p);
@@ -19,10 +20,13 @@ const isFloorBulk = (p: string): boolean => p.startsWith('198.19.') && !/^198\.1
 export interface BulkRun {
   seconds: number;
   withdraw_seconds: number;
+  /** CPU seconds by process role during the announce (cpuByRole). */
+  cpu_seconds?: Record<string, number>;
 }
 
 export interface Announced {
   seconds: number;
+  cpu_seconds: Record<string, number>;
   /** Service name and requested IP (if any), for the deletes. */
   services: { name: string; ip: string | undefined }[];
 }
@@ -46,9 +50,11 @@ export async function announceServices(lab: BenchLab, spine: RouteMonitor, n: nu
   const events = services.map((x) => s.prepare('add', lab.serviceObject(x.name, x.ip)));
   const all = (h: readonly string[]): boolean => h.length === lab.uplinks.length;
   const until = spine.waitCount(isRacklbBulk, all, n, timeoutMs);
+  const cpu = cpuByRole();
   const t0 = wallNow();
   await s.applyAll(events, 64);
-  return { seconds: ((await until) - t0) / 1000, services };
+  const seconds = ((await until) - t0) / 1000;
+  return { seconds, cpu_seconds: cpuDiff(cpu, cpuByRole()), services };
 }
 
 export async function withdrawServices(lab: BenchLab, spine: RouteMonitor, announced: Announced, timeoutMs: number): Promise<number> {
@@ -68,15 +74,17 @@ async function floorRun(lab: BenchLab, spine: RouteMonitor, n: number, timeoutMs
     await sleep(300);
     const all = (h: readonly string[]): boolean => h.length === lab.uplinks.length;
     let until = spine.waitCount(isFloorBulk, all, n, timeoutMs);
+    const cpu = cpuByRole();
     let t0 = wallNow();
     await Promise.all(agents.map(({ agent }) => agent.call({ op: 'add', name: 'bulk' })));
     const seconds = ((await until) - t0) / 1000;
+    const cpuSeconds = cpuDiff(cpu, cpuByRole());
     await sleep(300);
     until = spine.waitCount(isFloorBulk, () => true, 0, timeoutMs);
     t0 = wallNow();
     await Promise.all(agents.map(({ agent }) => agent.call({ op: 'del', name: 'bulk' })));
     const withdraw = ((await until) - t0) / 1000;
-    return { seconds, withdraw_seconds: withdraw };
+    return { seconds, withdraw_seconds: withdraw, cpu_seconds: cpuSeconds };
   } finally {
     await lab.thawSpeakers();
   }
@@ -99,7 +107,7 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
         ctx.say(`bulk: racklb announced ${n} routes (${requested ? 'requested IPs' : 'default Eip'}) in ${announced.seconds.toFixed(2)} s`);
         await sleep(300);
         const withdraw = await withdrawServices(lab, spine, announced, timeoutMs);
-        (requested ? requestedRuns : racklbRuns).push({ seconds: announced.seconds, withdraw_seconds: withdraw });
+        (requested ? requestedRuns : racklbRuns).push({ seconds: announced.seconds, withdraw_seconds: withdraw, cpu_seconds: announced.cpu_seconds });
       }
       const f = await floorRun(lab, spine, n, timeoutMs);
       ctx.say(`bulk: floor announced ${n} routes in ${f.seconds.toFixed(2)} s`);
@@ -118,6 +126,8 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
   const r = ratio(seconds, floor);
   const rqSeconds = round(med(requestedRuns.map((x) => x.seconds)));
   const rqWithdraw = round(med(requestedRuns.map((x) => x.withdraw_seconds)));
+  const racklbCpu = meanCpu(racklbRuns);
+  const floorCpu = meanCpu(floorRuns);
   return {
     sections: {
       bulk: {
@@ -134,11 +144,14 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
         monitor_overflows: overflows,
         runs: racklbRuns,
         floor_runs: floorRuns,
+        // Where the announce's CPU went, by process (mean over the rounds): what racklb adds, and what the floor itself costs.
+        cpu_seconds: { racklb: racklbCpu, floor: floorCpu, racklb_total: total(racklbCpu), floor_total: total(floorCpu) },
         requested_ip: { seconds: rqSeconds, ratio: ratio(rqSeconds, floor), withdraw_seconds: rqWithdraw, runs: requestedRuns },
       },
     },
     rows: [
       { figure: `announce ${n.toLocaleString('en-US')} routes`, value: fmt(seconds, ' s'), floor: fmt(floor, ' s'), ratio: fmtRatio(r), target: '<= 1.5x floor', met: met(r <= 1.5) },
+      { figure: `CPU in the announce (core-seconds)`, value: describeCpu(racklbCpu), floor: describeCpu(floorCpu), ratio: fmtRatio(ratio(total(racklbCpu), total(floorCpu))), target: '', met: '' },
       { figure: `withdraw ${n.toLocaleString('en-US')} routes`, value: fmt(wSeconds, ' s'), floor: fmt(wFloor, ' s'), ratio: fmtRatio(ratio(wSeconds, wFloor)), target: '', met: '' },
       { figure: `announce ${n.toLocaleString('en-US')}, IPs requested`, value: fmt(rqSeconds, ' s'), floor: fmt(floor, ' s'), ratio: fmtRatio(ratio(rqSeconds, floor)), target: '<= 1.5x floor', met: met(ratio(rqSeconds, floor) <= 1.5) },
       { figure: `withdraw ${n.toLocaleString('en-US')}, IPs requested`, value: fmt(rqWithdraw, ' s'), floor: fmt(wFloor, ' s'), ratio: fmtRatio(ratio(rqWithdraw, wFloor)), target: '', met: '' },
@@ -147,4 +160,20 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
       `Median of ${rounds} round(s). racklb: ${n} Service add events (64 in flight) to all ${n} routes at the spine through all ${lab.racks.length} leaves, with the addresses chosen by the default Eip (lowest free) and, second, requested by each Service (annotation); floor: the same paths streamed into the three gobgpds. Withdraw: ${n} delete events / the same paths withdrawn.`,
     ],
   };
+}
+
+function meanCpu(runs: readonly BulkRun[]): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const r of runs) for (const [role, sec] of Object.entries(r.cpu_seconds ?? {})) sum[role] = (sum[role] ?? 0) + sec;
+  return Object.fromEntries(Object.entries(sum).map(([role, sec]) => [role, round(sec / runs.length)]).sort((a, b) => (b[1] as number) - (a[1] as number)));
+}
+
+function total(cpu: Record<string, number>): number {
+  return round(Object.values(cpu).reduce((a, b) => a + b, 0));
+}
+
+/** "9.1: gobgpd 3.0, on-service 2.1, ..." for the table: the total, then the three largest. */
+function describeCpu(cpu: Record<string, number>): string {
+  const top = Object.entries(cpu).slice(0, 3).map(([role, sec]) => `${role} ${sec.toFixed(1)}`);
+  return `${total(cpu).toFixed(1)} (${top.join(', ')})`;
 }

@@ -4,7 +4,7 @@
  * Redis say about them. Every process started here is killed when the benchmark process exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
@@ -134,6 +134,52 @@ export function cpuSecondsOf(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
   // utime and stime are fields 14 and 15 of stat(5), in clock ticks of 1/100 s (USER_HZ on Linux).
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * CPU seconds used so far by every process on the machine, summed by what it is in the lab:
+ * gobgpd, bird, redis, speaker, each function, the benchmark's floor agents, this process (the
+ * sender) and `other` (anything else: on a shared machine, what else ran). Diff two readings to see
+ * where a run's CPU went, racklb's processes against the floor's.
+ */
+export function cpuByRole(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    let seconds: number;
+    let role: string;
+    try {
+      seconds = cpuSecondsOf(pid);
+      role = roleOf(pid);
+    } catch {
+      continue; // gone meanwhile
+    }
+    out[role] = (out[role] ?? 0) + seconds;
+  }
+  return out;
+}
+
+function roleOf(pid: number): string {
+  if (pid === process.pid) return 'sender';
+  const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  if (comm === 'gobgpd' || comm === 'bird' || comm === 'redis-server') return comm === 'redis-server' ? 'redis' : comm;
+  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  const serve = argv.indexOf('serve');
+  if (serve >= 0 && argv[serve + 1]?.startsWith('on-')) return argv[serve + 1] as string;
+  if (argv.includes('speaker')) return 'speaker';
+  if (argv.some((a) => a.endsWith('bench/agent.js'))) return 'agent';
+  return 'other';
+}
+
+/** `after - before` per role, rounded to 10 ms, roles that used none left out. */
+export function cpuDiff(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [role, s] of Object.entries(after)) {
+    const d = Math.round((s - (before[role] ?? 0)) * 100) / 100;
+    if (d > 0) out[role] = d;
+  }
+  return out;
 }
 
 export type CommandStats = Map<string, { calls: number; usec: number }>;
