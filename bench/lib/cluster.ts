@@ -12,7 +12,7 @@ import { parseBgpConf, parseBgpPeer, parseEip, parseNode, parseService } from '.
 import { assignPeers } from '../../src/core/peers.js';
 import { nextHopCandidate } from '../../src/core/rack.js';
 import { serviceIpIntent } from '../../src/core/intents.js';
-import type { Allocation, KubeRecord } from '../../src/core/types.js';
+import { KINDS, type Allocation, type KubeRecord } from '../../src/core/types.js';
 import { formatServiceIps } from '../../src/store/keys.js';
 import { ALLOCATION_INDEX_COMPLETE, nextEpochToken, type StoredObject, type Store } from '../../src/store/store.js';
 import { bgpConf, bgpPeer, eip, node, service } from '../../test/helpers/fixtures.js';
@@ -183,11 +183,12 @@ export async function dumpState(store: Store): Promise<Map<string, string>> {
   const redis = store.redis;
   const keys = (await redis.keys(`{${store.keys.prefix}}:*`)).filter((key) => comparable(key, store)).sort();
   const out = new Map<string, string>();
+  const epochs = new Set(KINDS.map((kind) => store.keys.epoch(kind)));
   for (const key of keys) {
     const type = await redis.type(key);
     let value: string;
     // An epoch is a fresh token per write (nextEpochToken): only its presence can match.
-    if (key.startsWith(store.keys.epoch('Node').slice(0, -'Node'.length))) value = type === 'string' ? '(epoch token)' : `(${type})`;
+    if (epochs.has(key)) value = type === 'string' ? '(epoch token)' : `(${type})`;
     else if (type === 'string') value = (await redis.get(key)) ?? '';
     else if (type === 'hash') value = JSON.stringify(Object.entries(await redis.hgetall(key)).sort());
     else if (type === 'set') value = JSON.stringify((await redis.smembers(key)).sort());

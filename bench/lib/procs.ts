@@ -160,10 +160,16 @@ export function cpuByRole(): Record<string, number> {
   return out;
 }
 
+const ROLE_BY_COMMAND = new Map([
+  ['gobgpd', 'gobgpd'],
+  ['bird', 'bird'],
+  ['redis-server', 'redis'],
+]);
+
 function roleOf(pid: number): string {
   if (pid === process.pid) return 'sender';
-  const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  if (comm === 'gobgpd' || comm === 'bird' || comm === 'redis-server') return comm === 'redis-server' ? 'redis' : comm;
+  const byCommand = ROLE_BY_COMMAND.get(readFileSync(`/proc/${pid}/comm`, 'utf8').trim());
+  if (byCommand !== undefined) return byCommand;
   const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
   const serve = argv.indexOf('serve');
   if (serve >= 0 && argv[serve + 1]?.startsWith('on-')) return argv[serve + 1] as string;
