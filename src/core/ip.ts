@@ -20,12 +20,29 @@ const MAX_IP_TEXT = 45;
 const V4_DOTTED_TAIL = /^(.*:)(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/;
 
 /**
+ * Parsed addresses by text, frozen (they are shared). ipaddr.js checks every form an address may
+ * take, and that was a tenth of on-service's CPU under load: a batch parses the same pool bounds and
+ * allocated addresses again and again. Cleared when full, so it stays small whatever it is fed.
+ */
+const parsed = new Map<string, Readonly<ParsedIp> | null>();
+const PARSED_MAX = 16_384;
+
+/**
  * Parses one address. Returns undefined for anything Go's net.ParseIP (which Kubernetes and PorterLB
  * use) would refuse, and also for forms that would be read differently by different parsers:
  * IPv4 shorthand (`127.1`, `0x7f.0.0.1`), leading zeros, IPv6 zone ids, and IPv4-mapped IPv6
  * addresses (Go silently turns `::ffff:192.0.2.1` into an IPv4 address, ipaddr.js keeps it IPv6).
  */
 export function parseIp(text: string): ParsedIp | undefined {
+  const known = parsed.get(text);
+  if (known !== undefined) return known ?? undefined;
+  const ip = parseIpText(text);
+  if (parsed.size >= PARSED_MAX) parsed.clear();
+  parsed.set(text, ip === undefined ? null : Object.freeze(ip));
+  return ip;
+}
+
+function parseIpText(text: string): ParsedIp | undefined {
   if (text.length === 0 || text.length > MAX_IP_TEXT) return undefined;
   if (!text.includes(':')) {
     if (!ipaddr.IPv4.isValidFourPartDecimal(text)) return undefined;

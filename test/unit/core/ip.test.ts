@@ -42,6 +42,26 @@ describe('parseIp', () => {
     expect(parseIp(input)).toBeUndefined();
   });
 
+  it('answers a text it parsed before the same way, and hands out frozen results (they are shared)', () => {
+    for (const { input, text, family } of accepted) {
+      const first = parseIp(input);
+      const again = parseIp(input);
+      expect(again).toEqual(first);
+      expect(again).toMatchObject({ text, family });
+      expect(Object.isFrozen(again)).toBe(true);
+    }
+    for (const { input } of refused) {
+      parseIp(input);
+      expect(parseIp(input)).toBeUndefined();
+    }
+    // More texts than the cache holds: every one still parses as it does alone.
+    for (let i = 0; i < 20_000; i++) {
+      const ip = `198.18.${i >> 8}.${i & 255}`;
+      expect(parseIp(ip)?.text).toBe(ip);
+    }
+    expect(parseIp('192.0.2.10')?.value).toBe(0xc000020an);
+  });
+
   it('round-trips every IPv4 value through formatIp', () => {
     fc.assert(
       fc.property(fc.ipV4(), (ip) => {
