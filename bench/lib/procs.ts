@@ -178,12 +178,14 @@ function roleOf(pid: number): string {
   return 'other';
 }
 
-/** `after - before` per role, rounded to 10 ms, roles that used none left out. */
+/**
+ * `after - before` per role, rounded to 10 ms; every role either reading saw, 0 when it used none
+ * (or its processes ended), so that a run's JSON always has the same keys.
+ */
 export function cpuDiff(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const [role, s] of Object.entries(after)) {
-    const d = Math.round((s - (before[role] ?? 0)) * 100) / 100;
-    if (d > 0) out[role] = d;
+  for (const role of new Set([...Object.keys(before), ...Object.keys(after)])) {
+    out[role] = Math.max(0, Math.round(((after[role] ?? 0) - (before[role] ?? 0)) * 100) / 100);
   }
   return out;
 }
