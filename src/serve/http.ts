@@ -135,6 +135,20 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
     },
   });
 
+  // Reads of the Eips or BgpPeers answered from memory because their epoch token had not moved
+  // (RecordCache, docs/state.md); misses are the reads after a write of the kind, or the first.
+  new Counter({
+    name: 'racklb_function_record_cache_reads_total',
+    help: 'Reads of every Eip or BgpPeer, by whether the in-memory copy was current (hit) or read from Redis (miss)',
+    labelNames: ['function', 'result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ function: def.name, result: 'hit' }, deps.store.recordCache.hits);
+      this.inc({ function: def.name, result: 'miss' }, deps.store.recordCache.misses);
+    },
+  });
+
   const server = createServer((req, res) => {
     void handleRequest(req, res).catch((err: unknown) => {
       deps.logger.error({ err: String(err) }, 'request failed unexpectedly');

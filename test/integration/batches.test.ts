@@ -304,6 +304,9 @@ describe('batches over HTTP', () => {
       expect(value('racklb_function_batches_total')).toBeLessThan(posted.length);
       expect(value('racklb_function_batch_largest_events')).toBeGreaterThan(1);
       expect(await fns.store.redis.scard(fns.store.keys.rackNodes('leaf1'))).toBe(21);
+      // No speaker among them: the BgpPeers were never read, from memory or from Redis.
+      const cacheReads = (result: string): number => Number(new RegExp(`^racklb_function_record_cache_reads_total\\{function="on-node-label",result="${result}"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
+      expect([cacheReads('hit'), cacheReads('miss')]).toEqual([0, 0]);
     } finally {
       await fns.close();
     }

@@ -14,7 +14,9 @@ import type { KubeAction, KubeEvent } from '../../src/events/codec.js';
 import { runHandler, type FunctionDefinition } from '../../src/serve/handler.js';
 import { Store } from '../../src/store/store.js';
 import { bgpPeer, eip, node, service, type Json } from '../helpers/fixtures.js';
+import { send, serveAll } from '../helpers/functions.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
+import { request } from 'undici';
 
 let redis: TestRedis;
 let a: Store;
@@ -129,5 +131,30 @@ describe('the BgpPeers on-node-label keeps in memory', () => {
     const peers = JSON.stringify(await peersOf());
     expect(peers).toContain('198.51.100.2');
     expect(peers).not.toContain('198.51.100.1"');
+  });
+});
+
+describe('the cache over HTTP', () => {
+  it('answers speaker Node events from memory until a BgpPeer changes, and /metrics counts hits and misses', async () => {
+    const fns = await serveAll(redis.url, 'http-cache');
+    try {
+      const reads = async (): Promise<{ hit: number; miss: number }> => {
+        const text = await (await request(`${fns.urls['on-node-label']}metrics`)).body.text();
+        const value = (result: string): number => Number(new RegExp(`^racklb_function_record_cache_reads_total\\{function="on-node-label",result="${result}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+        return { hit: value('hit'), miss: value('miss') };
+      };
+      expect((await send(fns, 'add', bgpPeer({ name: 'leaf1', neighborAddress: '198.51.100.1', peerAs: 65001, rack: 'rack1' }))).outcome).toBe('applied');
+      for (let i = 0; i < 4; i++) {
+        expect((await send(fns, 'add', node({ name: `s${i}`, rack: 'rack1', speaker: true, ip: `198.51.100.${20 + i}` }))).outcome).toBe('applied');
+      }
+      // The first speaker read the BgpPeers from Redis, the next three from memory.
+      expect(await reads()).toEqual({ hit: 3, miss: 1 });
+      expect((await send(fns, 'update', bgpPeer({ name: 'leaf1', neighborAddress: '198.51.100.2', peerAs: 65001, rack: 'rack1', resourceVersion: '2' }))).outcome).toBe('applied');
+      expect((await send(fns, 'add', node({ name: 's9', rack: 'rack1', speaker: true, ip: '198.51.100.29' }))).outcome).toBe('applied');
+      expect(await reads()).toEqual({ hit: 3, miss: 2 });
+      expect(await fns.store.redis.get(fns.store.keys.peers('s9'))).toContain('198.51.100.2');
+    } finally {
+      await fns.close();
+    }
   });
 });
