@@ -359,6 +359,8 @@ describe.skipIf(!isRoot())('faults in the lab', () => {
       await Promise.all([churnObjects(), churnProcesses()]);
     } catch (err) {
       await presence.stop();
+      // A process that died on its own (restartProcess finds none to kill) says why in its log.
+      console.log(await diagnosis());
       throw err;
     }
     const churned = Date.now() - t0;
