@@ -68,6 +68,17 @@ export async function send(fns: ServedFunctions, action: KubeAction, object: Rec
   return postTo(fns.urls[def.name], headers, body);
 }
 
+/**
+ * One sample of a function's /metrics, as prom-client prints it (labels in their declared order);
+ * NaN when the sample is absent, so a missing metric never reads as 0.
+ */
+export async function metricValue(url: string, name: string, labels: Record<string, string>): Promise<number> {
+  const text = await (await request(`${url}metrics`)).body.text();
+  const escape = (x: string): string => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const labelText = Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(',');
+  return Number(new RegExp(`^${escape(name)}\\{${escape(labelText)}\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+}
+
 /** `racklb state --json`, run as a user would. */
 export async function stateJson(redisUrl: string, prefix = 'racklb'): Promise<StateDocument> {
   const { stdout } = await run(process.execPath, ['bin/racklb.js', 'state', '--json', '--redis', redisUrl, '--prefix', prefix], { timeout: 20_000 });

@@ -19,8 +19,7 @@ import type { KubeAction, KubeEvent } from '../../src/events/codec.js';
 import { runHandler, type FunctionDeps } from '../../src/serve/handler.js';
 import { Store } from '../../src/store/store.js';
 import { bgpPeer, eip, endpointSlice, node, service, type Json } from '../helpers/fixtures.js';
-import { canonicalState, send, serveAll } from '../helpers/functions.js';
-import { request } from 'undici';
+import { canonicalState, metricValue, send, serveAll } from '../helpers/functions.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
 let redis: TestRedis;
@@ -297,16 +296,14 @@ describe('batches over HTTP', () => {
     try {
       const posted = await Promise.all(NODE_NAMES.flatMap((n, i) => Array.from({ length: 9 }, (_, j) => node({ name: `${n}-${j}`, ip: `198.51.100.${10 * j + i}`, rack: RACKS[j % 3], resourceVersion: '7' }))).map((o) => send(fns, 'add', o)));
       expect(posted.map((a) => `${a.status} ${a.outcome}`)).toEqual(posted.map(() => '200 applied'));
-      const metrics = await (await request(`${fns.urls['on-node-label']}metrics`)).body.text();
-      const value = (name: string): number => Number(new RegExp(`^${name}\\{function="on-node-label"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
-      expect(value('racklb_function_batched_events_total')).toBe(posted.length);
+      const value = (name: string, labels: Record<string, string> = {}): Promise<number> => metricValue(fns.urls['on-node-label'], name, { function: 'on-node-label', ...labels });
+      expect(await value('racklb_function_batched_events_total')).toBe(posted.length);
       // Fewer transactions than events: they were decided together.
-      expect(value('racklb_function_batches_total')).toBeLessThan(posted.length);
-      expect(value('racklb_function_batch_largest_events')).toBeGreaterThan(1);
+      expect(await value('racklb_function_batches_total')).toBeLessThan(posted.length);
+      expect(await value('racklb_function_batch_largest_events')).toBeGreaterThan(1);
       expect(await fns.store.redis.scard(fns.store.keys.rackNodes('leaf1'))).toBe(21);
       // No speaker among them: the BgpPeers were never read, from memory or from Redis.
-      const cacheReads = (result: string): number => Number(new RegExp(`^racklb_function_record_cache_reads_total\\{function="on-node-label",result="${result}"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
-      expect([cacheReads('hit'), cacheReads('miss')]).toEqual([0, 0]);
+      expect([await value('racklb_function_record_cache_reads_total', { result: 'hit' }), await value('racklb_function_record_cache_reads_total', { result: 'miss' })]).toEqual([0, 0]);
     } finally {
       await fns.close();
     }

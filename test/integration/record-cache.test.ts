@@ -14,9 +14,8 @@ import type { KubeAction, KubeEvent } from '../../src/events/codec.js';
 import { runHandler, type FunctionDefinition } from '../../src/serve/handler.js';
 import { Store } from '../../src/store/store.js';
 import { bgpPeer, eip, node, service, type Json } from '../helpers/fixtures.js';
-import { send, serveAll } from '../helpers/functions.js';
+import { metricValue, send, serveAll } from '../helpers/functions.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
-import { request } from 'undici';
 
 let redis: TestRedis;
 let a: Store;
@@ -138,11 +137,8 @@ describe('the cache over HTTP', () => {
   it('answers speaker Node events from memory until a BgpPeer changes, and /metrics counts hits and misses', async () => {
     const fns = await serveAll(redis.url, 'http-cache');
     try {
-      const reads = async (): Promise<{ hit: number; miss: number }> => {
-        const text = await (await request(`${fns.urls['on-node-label']}metrics`)).body.text();
-        const value = (result: string): number => Number(new RegExp(`^racklb_function_record_cache_reads_total\\{function="on-node-label",result="${result}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
-        return { hit: value('hit'), miss: value('miss') };
-      };
+      const value = (result: string): Promise<number> => metricValue(fns.urls['on-node-label'], 'racklb_function_record_cache_reads_total', { function: 'on-node-label', result });
+      const reads = async (): Promise<{ hit: number; miss: number }> => ({ hit: await value('hit'), miss: await value('miss') });
       expect((await send(fns, 'add', bgpPeer({ name: 'leaf1', neighborAddress: '198.51.100.1', peerAs: 65001, rack: 'rack1' }))).outcome).toBe('applied');
       for (let i = 0; i < 4; i++) {
         expect((await send(fns, 'add', node({ name: `s${i}`, rack: 'rack1', speaker: true, ip: `198.51.100.${20 + i}` }))).outcome).toBe('applied');
