@@ -199,7 +199,7 @@ export async function startLabRedis(opts: { empty?: boolean } = {}): Promise<voi
 async function startRedis(): Promise<void> {
   const sock = LAB_REDIS_URL.slice('unix://'.length);
   rmSync(sock, { force: true });
-  spawnInNetns(undefined, 'redis-server', ['--port', '0', '--unixsocket', sock, '--unixsocketperm', '700', '--dir', REDIS_DIR, '--appendonly', 'yes', '--save', '', '--daemonize', 'no'], {
+  spawnInNetns(undefined, 'redis-server', ['--port', '0', '--unixsocket', sock, '--unixsocketperm', '700', '--dir', REDIS_DIR, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--daemonize', 'no'], {
     logFile: join(REDIS_DIR, 'redis.log'),
     pidFile: join(REDIS_DIR, 'redis.pid'),
   });

@@ -55,7 +55,7 @@ export async function startRedis(opts: { appendonly?: boolean } = {}): Promise<T
       rmSync(join(dir, 'appendonlydir'), { recursive: true, force: true });
       rmSync(join(dir, 'dump.rdb'), { force: true });
     }
-    const args = ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir, '--save', '', '--appendonly', opts.appendonly ? 'yes' : 'no', '--daemonize', 'no', '--loglevel', 'warning'];
+    const args = ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir, '--save', '', '--appendonly', opts.appendonly ? 'yes' : 'no', '--appendfsync', 'always', '--daemonize', 'no', '--loglevel', 'warning'];
     const p = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'inherit'] });
     running.add(p);
     p.once('exit', () => running.delete(p));

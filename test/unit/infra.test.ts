@@ -339,9 +339,10 @@ describe('the manifests agree with the code', () => {
     expect(env.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe(SPEAKER_NODE_FLAGS.join(' '));
   });
 
-  it('keep Redis on append-only persistence', () => {
+  it('keep Redis on append-only persistence, synced before Redis answers (an acknowledged event survives a crash)', () => {
     const [cm] = ofKind('ConfigMap').filter((c) => nameOf(c) === 'racklb-redis');
     expect(String((cm?.data as Json)['redis.conf'])).toMatch(/^appendonly yes$/m);
+    expect(String((cm?.data as Json)['redis.conf'])).toMatch(/^appendfsync always$/m);
   });
 });
 
