@@ -39,6 +39,11 @@ class AllocationPlan {
   /** Service -> its stored value as it will be (undefined: deleted). */
   readonly serviceIpChanges = new Map<string, string | undefined>();
   readonly pendingChanges = new Map<string, string | undefined>();
+  /**
+   * Why a Service waits for an IP, as read (absent: it did not), for the Services whose entry was
+   * read: an unchanged one is not written. A Service missing here is written whatever it was.
+   */
+  readonly pendingAsRead = new Map<string, string | undefined>();
   readonly touchedIps = new Set<string>();
   /** Records as they will be after this transaction, for the Services it changes. */
   readonly overrides = new Map<string, ServiceRecord | undefined>();
@@ -72,6 +77,11 @@ class AllocationPlan {
   /** Whether `service`'s stored value differs from what was read. */
   serviceIpChanged(service: string, value: string | undefined): boolean {
     return this.originalServiceIps.get(service) !== value;
+  }
+
+  /** Whether `service`'s pending reason may differ from the stored one (true when it was not read). */
+  pendingChanged(service: string, reason: string | undefined): boolean {
+    return !this.pendingAsRead.has(service) || this.pendingAsRead.get(service) !== reason;
   }
 
   private release(service: string, ip: string): void {
@@ -278,6 +288,7 @@ function writeAllocationPlan(w: TxWriter, plan: AllocationPlan): void {
     else w.multi.hdel(k.serviceIps(), service);
   }
   for (const [service, reason] of plan.pendingChanges) {
+    if (!plan.pendingChanged(service, reason)) continue;
     if (reason) w.multi.hset(k.pending(), service, reason);
     else w.multi.hdel(k.pending(), service);
   }
@@ -297,7 +308,7 @@ type ServiceEvent = QueuedEvent<'Service'>;
 export const serviceBatchesOf = groupCommitPerStore<ServiceEvent>((store, round) => {
   const k = store.keys;
   return {
-    watch: [k.allocations(), k.allocationIndex(), k.serviceIps(), k.epoch('Eip'), ...round.flatMap((it) => [k.object('Service', it.id.key), k.serviceEndpoints(it.id.key)])],
+    watch: [k.allocations(), k.allocationIndex(), k.serviceIps(), k.pending(), k.epoch('Eip'), ...round.flatMap((it) => [k.object('Service', it.id.key), k.serviceEndpoints(it.id.key)])],
     body: (r) => planServices(r, round),
   };
 });
@@ -321,10 +332,16 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
   // Independent reads go out together: every object, the pools, the Services' addresses.
   const indexComplete = mayNeedLowest ? r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE).then((v) => v !== null) : Promise.resolve(false);
   indexComplete.catch(() => undefined);
-  const [objects, pools, storedIps] = await Promise.all([r.redis.mget(keys.map((key) => k.object('Service', key))), r.allRecordsCached('Eip'), r.redis.hmget(k.serviceIps(), ...keys)]);
+  const [objects, pools, storedIps, pending] = await Promise.all([
+    r.redis.mget(keys.map((key) => k.object('Service', key))),
+    r.allRecordsCached('Eip'),
+    r.redis.hmget(k.serviceIps(), ...keys),
+    r.redis.hmget(k.pending(), ...keys),
+  ]);
 
   const { settled, applied: sorted } = sortByVersion(r, 'Service', items, objects);
   const applied = sorted.map((a) => a.i);
+  const live = new Set(sorted.filter((a) => a.prev !== undefined).map((a) => a.i));
   if (applied.length === 0) return { result: settled as Settled<Outcome>[] };
 
   // The allocations `allocate` looks at (see addressesConsulted): the current, the requested and
@@ -364,6 +381,7 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
     }
   }
 
+  for (const i of applied) plan.pendingAsRead.set(keys[i] as string, pending[i] ?? undefined);
   const sentences = new Map<number, string>();
   for (const i of applied) {
     const it = items[i] as ServiceEvent;
@@ -379,7 +397,7 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
     write: (w) => {
       for (const i of applied) {
         const it = items[i] as ServiceEvent;
-        if (it.record) w.putObject(it.record);
+        if (it.record) w.putObject(it.record, live.has(i));
         else w.tombstone('Service', it.id.key, it.id.uid, it.id.resourceVersion);
       }
       writeAllocationPlan(w, plan);
@@ -443,10 +461,13 @@ async function handleEip(event: KubeEvent, { store, journal }: FunctionDeps, id:
     // Services waiting for an IP may get one now; Services holding an IP of this pool are checked
     // again in case the pool shrank or went away.
     const plan = await AllocationPlan.load(r);
-    const waiting = Object.keys(await r.redis.hgetall(k.pending()));
+    const pending = await r.redis.hgetall(k.pending());
+    const waiting = Object.keys(pending);
     const holders = [...plan.allocations.values()].filter((a) => a.pool === id.name).flatMap((a) => a.services);
     const affected = [...new Set([...waiting, ...holders])].sort();
     const records = new Map((await r.records('Service', affected)).map((s) => [s.key, s]));
+    // The whole hash was read: a Service missing from it is not waiting.
+    for (const key of affected) plan.pendingAsRead.set(key, pending[key]);
     const sentences: string[] = [];
     for (const key of affected) {
       const before = formatServiceIps(plan.serviceIps.get(key) ?? []);

@@ -46,7 +46,7 @@ export class Keys {
     return `${this.base}:idx:${kind}`;
   }
 
-  /** STRING token set anew by every write of a kind (nextEpochToken); handlers that read all objects of it WATCH it. */
+  /** STRING token set anew by every transaction that writes objects of a kind (nextEpochToken); handlers that read all objects of it WATCH it. */
   epoch(kind: Kind): string {
     return `${this.base}:epoch:${kind}`;
   }

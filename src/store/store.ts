@@ -51,21 +51,29 @@ export interface Change {
   subject: string;
 }
 
-// One script so the revision and the stream entry can never disagree. It also creates the store's
-// generation the first time anything is written (see docs/state.md, the empty-store guard).
-// An intent's entry carries the intent, a next hop's entry the node's candidate, as the
-// transaction leaves them (empty: removed): field ARGV[6] of hash KEYS[3], read here at EXEC after
-// every write of the transaction (TxWriter queues notifications last). The speakers take the value
-// from the entry instead of reading it back: one Redis round trip less per change.
+// One script so the revisions and the stream entries can never disagree. It also creates the
+// store's generation the first time anything is written (see docs/state.md, the empty-store guard).
+// An intent's entry carries the intent, a next hop's entry the node's candidate, as the transaction
+// leaves them (empty: removed), read here at EXEC after every write of the transaction (TxWriter
+// queues notifications last). The speakers take the value from the entry instead of reading it
+// back: one Redis round trip less per change.
+// Every notification of one transaction goes in one call (one command instead of one per change):
+// KEYS are the meta hash, the stream and the hashes the entries carry values from; ARGV the
+// stream's cap, a generation for a store that has none yet, then five per notification (scope,
+// topic, subject, carried field or '', the KEYS index of its hash). The revisions are consecutive.
 const NOTIFY_LUA = `
-redis.call('HSETNX', KEYS[1], 'generation', ARGV[5])
-local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
-local entry = {'rev', rev, 'scope', ARGV[2], 'topic', ARGV[3], 'subject', ARGV[4]}
-if ARGV[6] ~= '' then
-  entry[#entry + 1] = ARGV[6]
-  entry[#entry + 1] = redis.call('HGET', KEYS[3], ARGV[4]) or ''
+redis.call('HSETNX', KEYS[1], 'generation', ARGV[2])
+local n = (#ARGV - 2) / 5
+local rev = redis.call('HINCRBY', KEYS[1], 'rev', n) - n
+for i = 3, #ARGV, 5 do
+  rev = rev + 1
+  local entry = {'rev', rev, 'scope', ARGV[i], 'topic', ARGV[i + 1], 'subject', ARGV[i + 2]}
+  if ARGV[i + 3] ~= '' then
+    entry[#entry + 1] = ARGV[i + 3]
+    entry[#entry + 1] = redis.call('HGET', KEYS[tonumber(ARGV[i + 4])], ARGV[i + 2]) or ''
+  end
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(entry))
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(entry))
 return rev
 `;
 
@@ -97,7 +105,8 @@ return out
 `;
 
 type NotifyCommander = ChainableCommander & {
-  racklbNotify(meta: string, stream: string, carriedHash: string, maxlen: number, scope: string, topic: string, subject: string, generation: string, carriedField: string): ChainableCommander;
+  /** numkeys, then KEYS and ARGV as NOTIFY_LUA reads them. */
+  racklbNotify(...args: (string | number)[]): ChainableCommander;
 };
 
 export function encodeScope(scope: ChangeScope): string {
@@ -116,6 +125,8 @@ export function decodeScope(text: string): ChangeScope | undefined {
 export class TxWriter {
   private readonly notified = new Set<string>();
   private readonly notifications: [scope: string, change: Change][] = [];
+  /** Kinds this transaction wrote: each gets one new epoch token, however many of its objects changed. */
+  private readonly written = new Set<Kind>();
 
   constructor(
     readonly multi: ChainableCommander,
@@ -127,14 +138,14 @@ export class TxWriter {
     const stored: StoredObject = { deleted: false, record };
     this.multi.set(this.keys.object(record.kind, record.key), JSON.stringify(stored));
     if (!listed) this.multi.sadd(this.keys.index(record.kind), record.key);
-    this.multi.set(this.keys.epoch(record.kind), nextEpochToken());
+    this.written.add(record.kind);
   }
 
   tombstone(kind: Kind, key: string, uid: string, resourceVersion: string): void {
     const stored: StoredObject = { deleted: true, kind, key, uid, resourceVersion, deletedAt: new Date().toISOString() };
     this.multi.set(this.keys.object(kind, key), JSON.stringify(stored), 'PX', TOMBSTONE_TTL_MS);
     this.multi.srem(this.keys.index(kind), key);
-    this.multi.set(this.keys.epoch(kind), nextEpochToken());
+    this.written.add(kind);
   }
 
   /** One change notification, sent after every write; the same change twice in a transaction is sent once. */
@@ -146,13 +157,29 @@ export class TxWriter {
     this.notifications.push([scope, change]);
   }
 
-  /** Queues the notifications, last in the transaction: the values they carry are the final ones. */
-  queueNotifications(): void {
+  /**
+   * Queues what goes last in the transaction: the epoch token of every kind written, and every
+   * notification in one script call (the values they carry are the final ones).
+   */
+  finish(): void {
     const k = this.keys;
-    for (const [scope, change] of this.notifications.splice(0)) {
-      const [field, hash] = carried(change, k);
-      (this.multi as NotifyCommander).racklbNotify(k.meta(), k.changes(), hash, CHANGES_MAXLEN, scope, change.topic, change.subject, randomUUID(), field);
+    for (const kind of this.written) this.multi.set(k.epoch(kind), nextEpochToken());
+    this.written.clear();
+    const changes = this.notifications.splice(0);
+    if (changes.length === 0) return;
+    const hashes = [k.meta(), k.changes()];
+    const args: string[] = [String(CHANGES_MAXLEN), randomUUID()];
+    for (const [scope, change] of changes) {
+      const carry = carried(change, k);
+      if (carry === undefined) {
+        args.push(scope, change.topic, change.subject, '', '0');
+        continue;
+      }
+      let at = hashes.indexOf(carry[1], 2);
+      if (at < 0) at = hashes.push(carry[1]) - 1;
+      args.push(scope, change.topic, change.subject, carry[0], String(at + 1));
     }
+    (this.multi as NotifyCommander).racklbNotify(hashes.length, ...hashes, ...args);
   }
 }
 
@@ -161,13 +188,12 @@ export class TxWriter {
  * the change's subject. An intent (subject: its IP); a node's next-hop candidate (subject: the
  * node) in its rack's hash, scope `all` being the nodes without a rack. Nothing for other topics.
  */
-function carried(change: Change, k: Keys): [field: string, hash: string] {
+function carried(change: Change, k: Keys): [field: string, hash: string] | undefined {
   if (change.topic === 'intent') return ['intent', k.intents()];
   const scope = change.scope;
   if (change.topic === 'nexthops' && scope === 'all') return ['nexthop', k.rackNextHops(UNRACKED)];
   if (change.topic === 'nexthops' && scope !== 'all' && 'rack' in scope) return ['nexthop', k.rackNextHops(scope.rack)];
-  // KEYS[3] must still name a key of racklb's slot (Redis Cluster); the script reads nothing.
-  return ['', k.intents()];
+  return undefined;
 }
 
 /**
@@ -437,7 +463,7 @@ export class Store {
         const multi = conn.multi();
         const writer = new TxWriter(multi, this.keys);
         plan.write(writer);
-        writer.queueNotifications();
+        writer.finish();
         if (opts.journal) for (const fields of opts.journal.entriesFor(plan.result)) multi.xadd(...this.journalLine(fields));
         const results = await multi.exec();
         if (results === null) {
@@ -558,6 +584,7 @@ export class Store {
 }
 
 function defineScripts(redis: Redis): void {
-  if (!('racklbNotify' in redis)) redis.defineCommand('racklbNotify', { numberOfKeys: 3, lua: NOTIFY_LUA });
+  // numberOfKeys unset: each call names its own (the hashes its notifications carry values from).
+  if (!('racklbNotify' in redis)) redis.defineCommand('racklbNotify', { lua: NOTIFY_LUA });
   if (!('racklbLowestFree' in redis)) redis.defineCommand('racklbLowestFree', { numberOfKeys: 1, lua: LOWEST_FREE_LUA });
 }

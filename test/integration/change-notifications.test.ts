@@ -1,0 +1,103 @@
+/**
+ * A transaction's change notifications (TxWriter in src/store/store.ts) reach the change stream
+ * the speakers follow as one entry per change, in order, with consecutive revisions, each carrying
+ * the value its transaction left; and a transaction sets one epoch token per kind it wrote.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Store } from '../../src/store/store.js';
+import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
+import { node } from '../helpers/fixtures.js';
+import { parseNode } from '../../src/core/objects.js';
+
+let redis: TestRedis;
+let store: Store;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  store = Store.open(redis.url, { failFast: true });
+  await store.connect();
+});
+
+afterAll(async () => {
+  await store?.close();
+  if (redis) await removeRedis(redis);
+});
+
+async function entries(): Promise<Record<string, string>[]> {
+  const raw = await store.redis.xrange(store.keys.changes(), '-', '+');
+  return raw.map(([, fields]) => {
+    const out: Record<string, string> = {};
+    for (let i = 0; i < fields.length; i += 2) out[fields[i]!] = fields[i + 1]!;
+    return out;
+  });
+}
+
+describe('change notifications of one transaction', () => {
+  it('are one entry each, in order, revisions consecutive, carrying what the transaction left (or nothing)', async () => {
+    const k = store.keys;
+    // A value the transaction replaces, and one it removes: the entries carry the final state.
+    await store.redis.hset(k.intents(), '198.51.100.2', '{"old":true}');
+    await store.redis.hset(k.rackNextHops('rack-b'), 'n-b1', '{"old":true}');
+    await store.transact([], async () => ({
+      result: undefined,
+      write: (w) => {
+        w.multi.hset(k.intents(), '198.51.100.1', '{"ip":"198.51.100.1"}');
+        w.notify({ scope: 'all', topic: 'intent', subject: '198.51.100.1' });
+        w.multi.hset(k.rackNextHops('rack-a'), 'n-a1', '{"node":"n-a1"}');
+        w.notify({ scope: { rack: 'rack-a' }, topic: 'nexthops', subject: 'n-a1' });
+        w.multi.hdel(k.rackNextHops('rack-b'), 'n-b1');
+        w.notify({ scope: { rack: 'rack-b' }, topic: 'nexthops', subject: 'n-b1' });
+        w.notify({ scope: { node: 'n-a1' }, topic: 'peers', subject: 'leaf-a' });
+        w.multi.hdel(k.intents(), '198.51.100.2');
+        w.notify({ scope: 'all', topic: 'intent', subject: '198.51.100.2' });
+        // The same change twice is sent once; a second rack-a node shares rack-a's hash.
+        w.notify({ scope: { rack: 'rack-a' }, topic: 'nexthops', subject: 'n-a1' });
+        w.multi.hset(k.rackNextHops('rack-a'), 'n-a2', '{"node":"n-a2"}');
+        w.notify({ scope: { rack: 'rack-a' }, topic: 'nexthops', subject: 'n-a2' });
+        // Written after its notification was queued: the entry still carries this final value.
+        w.multi.hset(k.intents(), '198.51.100.1', '{"ip":"198.51.100.1","final":true}');
+      },
+    }));
+    const got = await entries();
+    expect(got.map(({ rev, scope, topic, subject, intent, nexthop }) => ({ rev, scope, topic, subject, intent, nexthop }))).toEqual([
+      { rev: '1', scope: 'all', topic: 'intent', subject: '198.51.100.1', intent: '{"ip":"198.51.100.1","final":true}', nexthop: undefined },
+      { rev: '2', scope: 'rack:rack-a', topic: 'nexthops', subject: 'n-a1', intent: undefined, nexthop: '{"node":"n-a1"}' },
+      { rev: '3', scope: 'rack:rack-b', topic: 'nexthops', subject: 'n-b1', intent: undefined, nexthop: '' },
+      { rev: '4', scope: 'node:n-a1', topic: 'peers', subject: 'leaf-a', intent: undefined, nexthop: undefined },
+      { rev: '5', scope: 'all', topic: 'intent', subject: '198.51.100.2', intent: '', nexthop: undefined },
+      { rev: '6', scope: 'rack:rack-a', topic: 'nexthops', subject: 'n-a2', intent: undefined, nexthop: '{"node":"n-a2"}' },
+    ]);
+    expect(await store.redis.hget(k.meta(), 'rev')).toBe('6');
+    expect(await store.redis.hget(k.meta(), 'generation')).toMatch(/^[0-9a-f-]{36}$/);
+
+    // The next transaction goes on from there and keeps the generation.
+    const generation = await store.redis.hget(k.meta(), 'generation');
+    await store.transact([], async () => ({ result: undefined, write: (w) => w.notify({ scope: 'all', topic: 'conf', subject: 'default' }) }));
+    expect((await entries()).at(-1)).toMatchObject({ rev: '7', topic: 'conf', subject: 'default' });
+    expect(await store.redis.hget(k.meta(), 'generation')).toBe(generation);
+  });
+
+  it('set one new epoch token per kind written, however many objects the transaction wrote', async () => {
+    const k = store.keys;
+    const before = await store.redis.get(k.epoch('Node'));
+    const records = ['n1', 'n2', 'n3'].map((name) => parseNode(node({ name })));
+    await store.redis.call('CONFIG', 'RESETSTAT');
+    await store.transact([], async () => ({
+      result: undefined,
+      write: (w) => {
+        for (const r of records) w.putObject(r);
+        w.tombstone('Node', 'n0', 'uid-n0', '1');
+      },
+    }));
+    const after = await store.redis.get(k.epoch('Node'));
+    expect(after).not.toBeNull();
+    expect(after).not.toBe(before);
+    // Three SETs of objects, one tombstone, one epoch: five SETs in all.
+    const stats = String(await store.redis.call('INFO', 'commandstats'));
+    expect(stats).toMatch(/cmdstat_set:calls=5,/);
+    expect((await store.reader.allRecords('Node')).map((r) => r.key)).toEqual(['n1', 'n2', 'n3']);
+    // A transaction that writes no Node leaves the token alone.
+    await store.transact([], async () => ({ result: undefined, write: (w) => w.notify({ scope: 'all', topic: 'conf', subject: 'default' }) }));
+    expect(await store.redis.get(k.epoch('Node'))).toBe(after);
+  });
+});
