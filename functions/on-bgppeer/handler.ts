@@ -59,8 +59,9 @@ async function planPeers(r: Reader, items: readonly PeerEvent[]): Promise<TxPlan
 
   const { settled, applied } = sortByVersion(r, 'BgpPeer', items, objects);
   if (applied.length === 0) return { result: settled as Settled<Outcome>[] };
+  const listed = new Set(applied.filter((a) => a.prev !== undefined).map((a) => a.i));
 
-  const speakers = await r.records('Node', speakerNames.sort());
+  const speakers = await r.recordsCached('Node', speakerNames.sort());
   // A resync recomputes every speaker's list, mending any that drifted; an event recomputes only
   // the lists of the speakers the peer selects before or after it (speakersTouchedBy), the only
   // lists it can change.
@@ -73,7 +74,7 @@ async function planPeers(r: Reader, items: readonly PeerEvent[]): Promise<TxPlan
   // peers are read catches it. Updates of peers that select other speakers go side by side.
   const listsWatched = touched.length > 0 ? r.redis.watch(...touched.map((n) => k.peers(n))) : undefined;
   listsWatched?.catch(() => undefined);
-  const [stored, current] = touched.length > 0 ? await Promise.all([r.records('BgpPeer', peerNames), r.redis.mget(touched.map((n) => k.peers(n)))]) : [[], []];
+  const [stored, current] = touched.length > 0 ? await Promise.all([r.recordsCached('BgpPeer', peerNames), r.redis.mget(touched.map((n) => k.peers(n)))]) : [[], []];
   await listsWatched;
 
   // The peers and lists as each event leaves them, one after the other.
@@ -105,7 +106,7 @@ async function planPeers(r: Reader, items: readonly PeerEvent[]): Promise<TxPlan
     write: (w) => {
       for (const { i } of applied) {
         const it = items[i] as PeerEvent;
-        if (it.record) w.putObject(it.record);
+        if (it.record) w.putObject(it.record, listed.has(i));
         else w.tombstone('BgpPeer', it.id.key, it.id.uid, it.id.resourceVersion);
       }
       for (const u of updates) {

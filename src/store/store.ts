@@ -25,6 +25,8 @@ export const TOMBSTONE_TTL_MS = 24 * 60 * 60 * 1000;
 export const CHANGES_MAXLEN = 100_000;
 export const JOURNAL_MAXLEN = 100_000;
 const MAX_ATTEMPTS = 50;
+/** Records RecordCache keeps parsed by their stored text: the speaker Nodes, BgpPeers and Eips of a large cluster. */
+const PARSED_RECORDS_MAX = 4096;
 /** How long the watched keys of a transaction whose EXEC failed count as contended (see `transact`). */
 const CONTENDED_MS = 1000;
 
@@ -205,8 +207,27 @@ function carried(change: Change, k: Keys): [field: string, hash: string] | undef
  */
 export class RecordCache {
   private readonly byKind = new Map<Kind, { token: string; records: readonly KubeRecord[] }>();
+  /** Single records by Redis key, with the stored text they were parsed from (see `parsed`). */
+  private readonly byText = new Map<string, { text: string; stored: StoredObject | undefined }>();
   hits = 0;
   misses = 0;
+
+  /**
+   * The stored object `text` holds, parsed once for as long as the key keeps that text: the same
+   * text can only parse to the same object. Bounded (the oldest entries go first), and only used
+   * for the few records read on every batch (speaker Nodes, BgpPeers, Eips). Frozen, as above.
+   */
+  parsed(key: string, text: string | null): StoredObject | undefined {
+    if (text === null) return undefined;
+    const entry = this.byText.get(key);
+    if (entry !== undefined && entry.text === text) return entry.stored;
+    const stored = safeParseStored(text, key);
+    deepFreeze(stored);
+    if (entry !== undefined) this.byText.delete(key);
+    else if (this.byText.size >= PARSED_RECORDS_MAX) this.byText.delete(this.byText.keys().next().value as string);
+    this.byText.set(key, { text, stored });
+    return stored;
+  }
 
   get<K extends Kind>(kind: K, token: string | null): Extract<KubeRecord, { kind: K }>[] | undefined {
     const entry = token === null ? undefined : this.byKind.get(kind);
@@ -261,6 +282,19 @@ export class Reader {
     return out;
   }
 
+  /** `records`, each parsed only when its stored text changed since this process last read it (RecordCache.parsed); frozen. */
+  async recordsCached<K extends Kind>(kind: K, keys: readonly string[]): Promise<Extract<KubeRecord, { kind: K }>[]> {
+    if (keys.length === 0) return [];
+    const out: Extract<KubeRecord, { kind: K }>[] = [];
+    const names = keys.map((k) => this.keys.object(kind, k));
+    const values = await this.redis.mget(names);
+    values.forEach((value, i) => {
+      const stored = this.cache.parsed(names[i] as string, value);
+      if (stored && !stored.deleted && stored.record.kind === kind) out.push(stored.record as Extract<KubeRecord, { kind: K }>);
+    });
+    return out;
+  }
+
   /** Every live object of a kind, sorted by key. Malformed records are skipped, never fatal. */
   async allRecords<K extends Kind>(kind: K): Promise<Extract<KubeRecord, { kind: K }>[]> {
     const keys = (await this.redis.smembers(this.keys.index(kind))).sort();
@@ -285,7 +319,7 @@ export class Reader {
       return cached;
     }
     this.cache.misses++;
-    const records = await this.records(kind, (await indexRead).sort());
+    const records = await this.recordsCached(kind, (await indexRead).sort());
     this.cache.set(kind, token, records);
     return records;
   }

@@ -133,6 +133,40 @@ describe('the BgpPeers on-node-label keeps in memory', () => {
   });
 });
 
+describe('the speaker Nodes and BgpPeers on-bgppeer keeps parsed', () => {
+  it('are parsed again when their stored text changed: a speaker another replica moved to another rack gets that rack\'s peer', async () => {
+    const peerOf = (rack: string, sendMax = 10): Json => bgpPeer({ name: `leaf-${rack}`, neighborAddress: rack === 'rack1' ? '198.51.100.1' : '198.51.100.2', peerAs: 65001, rack, sendMax });
+    await apply(onNodeLabel, b, 'add', node({ name: 'n1', rack: 'rack1', speaker: true, ip: '198.51.100.11' }));
+    await apply(onBgpPeer, a, 'add', peerOf('rack1'));
+    await apply(onBgpPeer, a, 'add', peerOf('rack2'));
+    const peersOf = async (): Promise<string> => (await a.redis.get(a.keys.peers('n1'))) ?? '';
+    expect(await peersOf()).toContain('leaf-rack1');
+    expect(await peersOf()).not.toContain('leaf-rack2');
+
+    // Replica b moves the speaker; a's next BgpPeer events must see the node as it is now.
+    await apply(onNodeLabel, b, 'update', node({ name: 'n1', rack: 'rack2', speaker: true, ip: '198.51.100.11' }));
+    await apply(onBgpPeer, a, 'update', peerOf('rack2', 20));
+    await apply(onBgpPeer, a, 'update', peerOf('rack1', 20));
+    expect(await peersOf()).toContain('leaf-rack2');
+    expect(await peersOf()).not.toContain('leaf-rack1');
+  });
+
+  it('are the same frozen object while the text is unchanged, and a new one after a write', async () => {
+    await apply(onNodeLabel, a, 'add', node({ name: 'n1', rack: 'rack1', speaker: true, ip: '198.51.100.11' }));
+    const [first] = await a.reader.recordsCached('Node', ['n1']);
+    const [again] = await a.reader.recordsCached('Node', ['n1']);
+    expect(again).toBe(first);
+    expect(Object.isFrozen(first) && Object.isFrozen((first as { labels: object }).labels)).toBe(true);
+    await apply(onNodeLabel, b, 'update', node({ name: 'n1', rack: 'rack2', speaker: true, ip: '198.51.100.11' }));
+    const [after] = await a.reader.recordsCached('Node', ['n1']);
+    expect(after).not.toBe(first);
+    expect(after?.kind === 'Node' ? after.labels['porter.kubesphere.io/rack'] : undefined).toBe('rack2');
+    // A deleted Node (a tombstone) is no record.
+    await apply(onNodeLabel, b, 'delete', node({ name: 'n1', rack: 'rack2', speaker: true, ip: '198.51.100.11' }));
+    expect(await a.reader.recordsCached('Node', ['n1'])).toEqual([]);
+  });
+});
+
 describe('the cache over HTTP', () => {
   it('answers speaker Node events from memory until a BgpPeer changes, and /metrics counts hits and misses', async () => {
     const fns = await serveAll(redis.url, 'http-cache');
