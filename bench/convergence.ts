@@ -19,7 +19,7 @@ import { pathIdentifier } from '../speaker/plan.js';
 import { repoRoot } from '../src/lab/lab.js';
 import type { GobgpPath } from '../src/gobgp/client.js';
 import type { BenchContext, BenchOutput } from './lib/context.js';
-import { RouteMonitor, wallNow } from './lib/monitor.js';
+import { RouteMonitor, wallClock, wallNow } from './lib/monitor.js';
 import { convergencePlot } from './lib/plot.js';
 import { fmt, fmtRatio, met, type Row } from './lib/results.js';
 import { ratio, summarize } from './lib/stats.js';
@@ -162,6 +162,8 @@ export async function convergence(ctx: BenchContext): Promise<BenchOutput> {
     // Waits that ended on a table read after ip monitor lost changes (see RouteMonitor.overflows): 0 means every figure is a kernel timestamp.
     approximate_waits: spine.approximate + leaf.approximate,
     monitor_overflows: spine.overflows + leaf.overflows,
+    // Times the system clock moved against the monotonic one during the run (see wallNow); each figure is measured against the clock as it was at most a second before.
+    wall_clock_steps: wallClock.steps,
     hop_after_gap: { redis_ping: summarize(hops.redis_ping), http_get_function: summarize(hops.http_get) },
   };
   const rows: Row[] = [];
