@@ -4,6 +4,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { hostPrefix, nextHopsFor } from '../src/core/intents.js';
+import { requireIp } from '../src/core/ip.js';
 import type { BgpPeerRecord, Family, NextHopCandidate, NodeRecord, RackBgpConf, ServiceIpIntent } from '../src/core/types.js';
 import type { GobgpGlobalConfig, GobgpPath, GobgpPeerConfig, GobgpPeerStatus } from '../src/gobgp/client.js';
 
@@ -28,17 +29,15 @@ export function addPathSendMax(largestNextHopSet: number): number {
 /**
  * The ADD-PATH identifier of a path, derived from its next hop so that it is the same on every
  * speaker, across restarts, and in `racklb explain`: the IPv4 address as an integer; for IPv6 a
- * 32-bit FNV-1a hash of the address (non-zero).
+ * 32-bit FNV-1a hash of the address (non-zero). Parsed by `requireIp`, which keeps what it parsed:
+ * every route change asks this for each of its next hops, always the same few addresses.
  */
 export function pathIdentifier(nextHop: string): number {
-  const addr = ipaddr.parse(nextHop);
-  if (addr.kind() === 'ipv4') {
-    const v = (addr as ipaddr.IPv4).octets.reduce((acc, o) => acc * 256 + o, 0);
-    return v === 0 ? 1 : v;
-  }
+  const { family, value } = requireIp(nextHop, 'nextHop');
+  if (family === 'ipv4') return value === 0n ? 1 : Number(value);
   let h = 0x811c9dc5;
-  for (const byte of (addr as ipaddr.IPv6).toByteArray()) {
-    h ^= byte;
+  for (let shift = 120n; shift >= 0n; shift -= 8n) {
+    h ^= Number((value >> shift) & 0xffn);
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h === 0 ? 1 : h;
@@ -99,6 +98,9 @@ export function subnetToward(neighbor: string, locals: readonly LocalAddress[]):
   return undefined;
 }
 
+/** Bounds a filter's verdict cache; a rack's next hops never come near it. */
+const VERDICTS_MAX = 4096;
+
 export type SkippedNextHop = { peer: string; nextHop: string; node: string; reason: string };
 
 /**
@@ -112,11 +114,20 @@ export function nextHopFilter(peers: readonly BgpPeerRecord[], locals: readonly 
     .filter((p) => !p.ebgpMultihop.enabled)
     .map((p) => ({ peer: p.name, net: subnetToward(p.neighborAddress, locals) }));
   const anyMultihop = peers.some((p) => p.ebgpMultihop.enabled);
+  // Every route change asks about each of its next hops, and a rack has only a few dozen: each is
+  // parsed and matched once per filter (a new filter comes with new peers or addresses).
+  const verdicts = new Map<string, boolean>();
   return {
     accepts(nextHop: string): boolean {
       if (anyMultihop) return true;
-      const addr = ipaddr.process(nextHop);
-      return subnets.some((s) => s.net !== undefined && inSubnet(addr, s.net));
+      let ok = verdicts.get(nextHop);
+      if (ok === undefined) {
+        const addr = ipaddr.process(nextHop);
+        ok = subnets.some((s) => s.net !== undefined && inSubnet(addr, s.net));
+        if (verdicts.size >= VERDICTS_MAX) verdicts.clear();
+        verdicts.set(nextHop, ok);
+      }
+      return ok;
     },
     explain(nextHop: string): string {
       const parts = subnets.map((s) => (s.net ? `not in ${s.net[0].toString()}/${s.net[1]}, the speaker's subnet toward peer ${s.peer}` : `peer ${s.peer} is on no subnet of this speaker`));

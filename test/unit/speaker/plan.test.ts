@@ -29,6 +29,16 @@ describe('pathIdentifier', () => {
     expect(pathIdentifier('2001:db8::1')).toBe(id);
     expect(pathIdentifier('2001:db8::2')).not.toBe(id);
   });
+  it('keeps the identifiers racklb has always derived (a change would re-announce every IPv6 path)', () => {
+    // Values of the first implementation (ipaddr.js bytes): speakers of two versions side by side agree.
+    expect(pathIdentifier('2001:db8::1')).toBe(1851458804);
+    expect(pathIdentifier('2001:db8:0:1::a')).toBe(1209154594);
+    expect(pathIdentifier('::')).toBe(1768495365);
+    expect(pathIdentifier('0.0.0.0')).toBe(1);
+  });
+  it('refuses what is not an address, naming the field', () => {
+    expect(() => pathIdentifier('192.0.2')).toThrow(/nextHop/);
+  });
 });
 
 describe('addPathSendMax', () => {
