@@ -1,6 +1,7 @@
 /**
  * Closed-loop load: `concurrency` requests in flight on keep-alive connections, bounded by a count
- * and by a time limit (whichever comes first), with every latency kept. Request bodies are built
+ * and by a time limit (whichever comes first), with every latency kept; a run in which any request
+ * failed or was answered other than 200 throws instead of reporting a rate. Request bodies are built
  * before the clock starts, so the generator spends its time sending, not encoding.
  */
 import { Pool } from 'undici';
@@ -58,6 +59,9 @@ export async function runLoad(url: string, requests: readonly Request[], opts: L
     };
     await Promise.all(Array.from({ length: opts.concurrency }, worker));
     const seconds = (performance.now() - started) / 1000;
+    // A rate of failed requests measures nothing: every request must have been answered 200.
+    const refused = Object.entries(statuses).filter(([status]) => status !== '200');
+    if (errors > 0 || refused.length > 0) throw new Error(`load on ${url}: ${errors} requests failed, answers by status ${JSON.stringify(statuses)}`);
     return { events: latencies.length, seconds, events_per_s: latencies.length / seconds, latency: summarize(latencies), statuses, errors };
   } finally {
     await pool.close();
