@@ -6,6 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
+import { Store } from '../../src/store/store.js';
 import { startRedisCluster } from './redis-cluster.js';
 
 export interface TestRedis {
@@ -86,4 +88,23 @@ export async function startRedis(opts: { appendonly?: boolean } = {}): Promise<T
 export async function removeRedis(r: TestRedis): Promise<void> {
   await r.stop();
   rmSync(r.dir, { recursive: true, force: true });
+}
+
+/**
+ * A private Redis and one Store on it for the whole test file: started before its first test,
+ * closed and removed after its last, even when a test failed. `onReady` receives them.
+ */
+export function useRedisStore(onReady: (store: Store, redis: TestRedis) => void): void {
+  let redis: TestRedis | undefined;
+  let store: Store | undefined;
+  beforeAll(async () => {
+    redis = await startRedis();
+    store = Store.open(redis.url, { failFast: true });
+    await store.connect();
+    onReady(store, redis);
+  });
+  afterAll(async () => {
+    await store?.close();
+    if (redis) await removeRedis(redis);
+  });
 }

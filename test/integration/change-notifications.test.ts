@@ -3,25 +3,14 @@
  * the speakers follow as one entry per change, in order, with consecutive revisions, each carrying
  * the value its transaction left; and a transaction sets one epoch token per kind it wrote.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/store.js';
-import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
+import { useRedisStore } from '../helpers/redis.js';
 import { node } from '../helpers/fixtures.js';
 import { parseNode } from '../../src/core/objects.js';
 
-let redis: TestRedis;
 let store: Store;
-
-beforeAll(async () => {
-  redis = await startRedis();
-  store = Store.open(redis.url, { failFast: true });
-  await store.connect();
-});
-
-afterAll(async () => {
-  await store?.close();
-  if (redis) await removeRedis(redis);
-});
+useRedisStore((s) => (store = s));
 
 async function entries(): Promise<Record<string, string>[]> {
   const raw = await store.redis.xrange(store.keys.changes(), '-', '+');

@@ -2,7 +2,7 @@
  * The KEDA path: the same handlers consuming a function's Redis stream with a consumer group.
  */
 import { pino } from 'pino';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { apiServerEvent } from '../../src/events/codec.js';
 import { FUNCTIONS, functionFor } from '../../src/functions.js';
 import { consumeStream, publishToStream } from '../../src/serve/stream.js';
@@ -11,22 +11,11 @@ import { readState } from '../../src/state/read.js';
 import { Store } from '../../src/store/store.js';
 import { waitFor } from '../../src/lab/process.js';
 import { porterLbExample } from '../helpers/fixtures.js';
-import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
+import { useRedisStore } from '../helpers/redis.js';
 
-let redis: TestRedis;
 let store: Store;
 const logger = pino({ level: 'silent' });
-
-beforeAll(async () => {
-  redis = await startRedis();
-  store = Store.open(redis.url, { failFast: true });
-  await store.connect();
-});
-
-afterAll(async () => {
-  await store?.close();
-  if (redis) await removeRedis(redis);
-});
+useRedisStore((s) => (store = s));
 
 beforeEach(async () => {
   await store.redis.flushall();
