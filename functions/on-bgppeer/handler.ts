@@ -57,7 +57,8 @@ async function planPeers(r: Reader, items: readonly PeerEvent[]): Promise<TxPlan
   const [objects, speakerNames, peerNames] = await Promise.all([r.redis.mget(items.map((it) => k.object('BgpPeer', it.id.key))), r.redis.smembers(k.speakers()), r.redis.smembers(k.index('BgpPeer'))]);
   await nodesWatched;
 
-  const { settled, applied } = sortByVersion(r, 'BgpPeer', items, objects);
+  // Through the text memo: the same texts come back in recordsCached below, and are not parsed twice.
+  const { settled, applied } = sortByVersion(r, 'BgpPeer', items, objects, { memo: true });
   if (applied.length === 0) return { result: settled as Settled<Outcome>[] };
   const listed = new Set(applied.filter((a) => a.prev !== undefined).map((a) => a.i));
 

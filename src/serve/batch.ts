@@ -40,20 +40,24 @@ export function groupCommitPerStore<I extends BatchedEvent<Outcome>>(
 /**
  * Each event of a round against its stored object (`values`, read in the round's order): stale
  * ones are answered, one whose stored record is corrupt fails alone (its sender retries it), and
- * the rest are listed in order with the live record they replace.
+ * the rest are listed in order with the live record they replace. `memo`: parse through the
+ * store's text memo (Reader.parseObjectCached; `prev` is then frozen), for a small kind the batch
+ * reads whole again afterwards (BgpPeers), so that each stored text is parsed once, not twice.
  */
 export function sortByVersion<K extends Kind>(
   r: Reader,
   kind: K,
   items: readonly QueuedEvent<K>[],
   values: readonly (string | null)[],
+  opts: { memo?: boolean } = {},
 ): { settled: (Settled<Outcome> | undefined)[]; applied: { i: number; prev: Extract<KubeRecord, { kind: K }> | undefined }[] } {
   const settled: (Settled<Outcome> | undefined)[] = items.map(() => undefined);
   const applied: { i: number; prev: Extract<KubeRecord, { kind: K }> | undefined }[] = [];
   items.forEach((it, i) => {
     let stored: StoredObject | undefined;
     try {
-      stored = r.parseObject(values[i] ?? null, r.keys.object(kind, it.id.key));
+      const key = r.keys.object(kind, it.id.key);
+      stored = opts.memo ? r.parseObjectCached(values[i] ?? null, key) : r.parseObject(values[i] ?? null, key);
     } catch (error) {
       settled[i] = { ok: false, error };
       return;

@@ -216,12 +216,16 @@ export class RecordCache {
    * The stored object `text` holds, parsed once for as long as the key keeps that text: the same
    * text can only parse to the same object. Bounded (the oldest entries go first), and only used
    * for the few records read on every batch (speaker Nodes, BgpPeers, Eips). Frozen, as above.
+   * A text that is not a record gives undefined, or with `strict` throws RACKLB_CORRUPT_RECORD.
    */
-  parsed(key: string, text: string | null): StoredObject | undefined {
+  parsed(key: string, text: string | null, opts: { strict?: boolean } = {}): StoredObject | undefined {
     if (text === null) return undefined;
     const entry = this.byText.get(key);
-    if (entry !== undefined && entry.text === text) return entry.stored;
-    const stored = safeParseStored(text, key);
+    if (entry !== undefined && entry.text === text) {
+      if (entry.stored === undefined && opts.strict) parseStored(text, key);
+      return entry.stored;
+    }
+    const stored = opts.strict ? parseStored(text, key) : safeParseStored(text, key);
     deepFreeze(stored);
     if (entry !== undefined) this.byText.delete(key);
     else if (this.byText.size >= PARSED_RECORDS_MAX) this.byText.delete(this.byText.keys().next().value as string);
@@ -264,6 +268,11 @@ export class Reader {
   /** A stored object's value as read (by MGET, say); throws RACKLB_CORRUPT_RECORD as `object` does. */
   parseObject(value: string | null, key: string): StoredObject | undefined {
     return parseStored(value, key);
+  }
+
+  /** `parseObject` through the text memo (RecordCache.parsed): frozen; throws as it does. */
+  parseObjectCached(value: string | null, key: string): StoredObject | undefined {
+    return this.cache.parsed(key, value, { strict: true });
   }
 
   async record<K extends Kind>(kind: K, key: string): Promise<Extract<KubeRecord, { kind: K }> | undefined> {

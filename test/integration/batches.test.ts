@@ -288,6 +288,28 @@ describe('on-bgppeer batches of BgpPeer events', () => {
     );
     expect(peerBatchesOf(batched).stats.largest).toBeGreaterThan(4);
   }, 120_000);
+
+  it('fail only the event whose stored BgpPeer is corrupt, batch after batch: the parse memo never hides it', async () => {
+    await setUp(batched);
+    const peer = (name: string, rv: string, holdTime: number): Json => bgpPeer({ name, neighborAddress: name === 'p1' ? '192.0.2.1' : '192.0.2.2', resourceVersion: rv, rack: 'leaf1', spec: { timers: { config: { holdTime, keepaliveInterval: 3 } } } });
+    // A speaker the peers select: the batch then reads every BgpPeer again (RecordCache.parsed), the corrupt one too.
+    const speaker = await runHandler(onNodeLabel, kubeEvent('add', node({ name: 's1', ip: '198.51.100.40', rack: 'leaf1', speaker: true })), deps(batched), 'test');
+    expect(speaker.ok && speaker.outcome.outcome).toBe('applied');
+    const first = await runHandler(onBgpPeer, kubeEvent('add', peer('p1', '5', 30)), deps(batched), 'test');
+    expect(first.ok && first.outcome.outcome).toBe('applied');
+    await batched.redis.set(batched.keys.object('BgpPeer', 'p2'), '{not json');
+    await batched.redis.sadd(batched.keys.index('BgpPeer'), 'p2');
+    for (const [rv, hold] of [['60', 60], ['70', 90]] as const) {
+      // Each round: p1's update starts a batch, p2's and p1's next wait and go together.
+      const handled = await Promise.all(
+        [kubeEvent('update', peer('p1', rv, hold)), kubeEvent('update', peer('p2', rv, hold)), kubeEvent('update', peer('p1', String(Number(rv) + 1), hold + 1))].map((e) => runHandler(onBgpPeer, e, deps(batched), 'test')),
+      );
+      expect(handled.map((h) => (h.ok ? h.outcome.outcome : h.error.code))).toEqual(['applied', 'RACKLB_CORRUPT_RECORD', 'applied']);
+      const stored = JSON.parse((await batched.redis.get(batched.keys.object('BgpPeer', 'p1'))) ?? 'null') as { record: { resourceVersion: string } };
+      expect(stored.record.resourceVersion).toBe(String(Number(rv) + 1));
+    }
+    expect(await batched.redis.get(batched.keys.object('BgpPeer', 'p2'))).toBe('{not json');
+  });
 });
 
 describe('batches over HTTP', () => {
