@@ -414,6 +414,11 @@ export class GobgpClient {
   private readonly callTimeoutMs: number;
   private readonly originIgp: AnyValue;
   private readonly nextHopAnys = new Map<string, AnyValue>();
+  /**
+   * The NLRI packed last, by prefix: a Service IP's paths (one per next hop) come one after the
+   * other, so each prefix is packed once, not once per next hop.
+   */
+  private lastNlri: { prefix: string; any: AnyValue } | undefined;
   private readonly watches = new Set<grpc.ClientReadableStream<unknown>>();
   private closed = false;
 
@@ -704,11 +709,13 @@ export class GobgpClient {
 
   /** The API message of a path that `checkPath` accepted. */
   private packPath(path: GobgpPath, withdraw: boolean): Record<string, unknown> {
-    const slash = path.prefix.indexOf('/');
-    const address = path.prefix.slice(0, slash);
-    const length = Number(path.prefix.slice(slash + 1));
     const { types, pack } = this.proto;
-    const nlri = pack(types.IPAddressPrefix, { prefix_len: length, prefix: address });
+    let nlri = this.lastNlri?.prefix === path.prefix ? this.lastNlri.any : undefined;
+    if (nlri === undefined) {
+      const slash = path.prefix.indexOf('/');
+      nlri = pack(types.IPAddressPrefix, { prefix_len: Number(path.prefix.slice(slash + 1)), prefix: path.prefix.slice(0, slash) });
+      this.lastNlri = { prefix: path.prefix, any: nlri };
+    }
     // gobgpd 3.10 takes an IPv4 next hop as NEXT_HOP but any other as MP_REACH_NLRI, whose NLRI list
     // must not be empty (it rebuilds the attribute from `nlri`, so the copy in it is only a token).
     const nextHop =

@@ -175,6 +175,19 @@ describe('GobgpClient against gobgpd', () => {
     expect(ofPrefix(await client.listPaths('ipv4'), prefix)).toEqual([paths[0], v4(prefix, 2, '10.1.0.22'), paths[2]]);
   });
 
+  test('prefixes that alternate within one call each keep their own paths', async () => {
+    // The client packs a prefix once for the paths that follow it: A, A, B, A must not put A's third path on B.
+    const a = '192.0.2.20/32';
+    const b = '192.0.2.21/32';
+    const paths = [v4(a, 1, '10.1.0.1'), v4(a, 2, '10.1.0.2'), v4(b, 1, '10.1.0.1'), v4(a, 3, '10.1.0.3')];
+    await client.addPaths(paths);
+    const listed = await client.listPaths('ipv4');
+    expect(ofPrefix(listed, a)).toEqual([paths[0], paths[1], paths[3]]);
+    expect(ofPrefix(listed, b)).toEqual([paths[2]]);
+    await client.deletePaths(paths);
+    expect([...ofPrefix(await client.listPaths('ipv4'), a), ...ofPrefix(await client.listPaths('ipv4'), b)]).toEqual([]);
+  });
+
   test('deletePaths removes exactly one prefix + identifier', async () => {
     const prefix = '192.0.2.10/32';
     await client.deletePaths([v4(prefix, 2, '10.1.0.22')]);
