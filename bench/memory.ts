@@ -144,7 +144,7 @@ async function labMemory(ctx: BenchContext, lab: BenchLab, n: number): Promise<L
     }
 
     // The same speaker code, restarted with the routes in place, as the lab and the DaemonSet run
-    // it (SPEAKER_NODE_FLAGS: a 2 MB V8 young generation) and with Node's default (up to 16 MB per
+    // it (SPEAKER_NODE_FLAGS: a 4 MB V8 young generation) and with Node's default (up to 16 MB per
     // semi-space): read after a 30 s resync of gobgpd's view, the largest thing it does.
     const [deployed, nodeDefault] = [lab.racks[1]!.speaker, lab.racks[2]!.speaker];
     for (const [node, flags] of [[deployed, SPEAKER_NODE_FLAGS], [nodeDefault, []]] as const) {

@@ -50,11 +50,12 @@ export function repoRoot(): string {
 
 /**
  * V8 flags the speaker runs with, here and in its DaemonSet (infra/speaker/speaker.yaml,
- * NODE_OPTIONS): a 2 MB young generation. Node's default lets it grow to 16 MB per semi-space
+ * NODE_OPTIONS): a 4 MB young generation. Node's default lets it grow to 16 MB per semi-space
  * and keeps it once grown, which after one bulk of 10,000 routes was a fifth of the speaker's
- * resident memory (docs/performance.md, memory).
+ * resident memory; 2 MB cost the speaker about a tenth more CPU in a bulk than 4 MB, in each of
+ * three pairs of runs (docs/performance.md, memory and the fifth pass).
  */
-export const SPEAKER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+export const SPEAKER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
 
 function racklbArgs(...args: string[]): string[] {
   return [join(repoRoot(), 'bin', 'racklb.js'), ...args];
