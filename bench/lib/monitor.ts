@@ -22,8 +22,9 @@ export const wallClock = { steps: 0, largestStepMs: 0 };
  * Wall-clock milliseconds with microsecond resolution, on the same clock `ip -ts` reads.
  * `performance.timeOrigin + performance.now()` is fixed at process start and drifts from the wall
  * clock when the system clock is stepped or slewed afterwards: at the start of one session on this
- * VM every convergence figure, racklb's and the floor's alike, came out 396 ms too long. So the offset is
- * taken again at most every second, at the instant Date.now() ticks (exact to the microsecond).
+ * VM every convergence figure, racklb's and the floor's alike, came out 396 ms too long. So the
+ * offset is taken again at most every second, at the instant Date.now() ticks (exact to the
+ * microsecond).
  */
 export function wallNow(): number {
   const mono = performance.now();
