@@ -300,7 +300,8 @@ describe('on-bgppeer batches of BgpPeer events', () => {
     await batched.redis.set(batched.keys.object('BgpPeer', 'p2'), '{not json');
     await batched.redis.sadd(batched.keys.index('BgpPeer'), 'p2');
     for (const [rv, hold] of [['60', 60], ['70', 90]] as const) {
-      // Each round: p1's update starts a batch, p2's and p1's next wait and go together.
+      // Each round: p1's update starts a batch and p2's waits for the next; p1's second follows its
+      // first (a process takes one object's events in order). Every batch reads every BgpPeer.
       const handled = await Promise.all(
         [kubeEvent('update', peer('p1', rv, hold)), kubeEvent('update', peer('p2', rv, hold)), kubeEvent('update', peer('p1', String(Number(rv) + 1), hold + 1))].map((e) => runHandler(onBgpPeer, e, deps(batched), 'test')),
       );
