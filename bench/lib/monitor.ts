@@ -16,7 +16,7 @@ const RCVBUF = 64 * 1024 * 1024;
 const ANCHOR_MAX_AGE_MS = 1000;
 let anchor = { wallMinusMono: performance.timeOrigin, at: -Infinity };
 /** Times a new anchor moved the wall clock by more than 2 ms against the monotonic one. */
-export const wallClock = { steps: 0, largestStepMs: 0 };
+export const wallClock = { steps: 0 };
 
 /**
  * Wall-clock milliseconds with microsecond resolution, on the same clock `ip -ts` reads.
@@ -34,11 +34,7 @@ export function wallNow(): number {
     while (tick === before) tick = Date.now();
     const at = performance.now();
     const wallMinusMono = tick - at;
-    const step = Math.abs(wallMinusMono - anchor.wallMinusMono);
-    if (Number.isFinite(anchor.at) && step > 2) {
-      wallClock.steps++;
-      wallClock.largestStepMs = Math.max(wallClock.largestStepMs, step);
-    }
+    if (Number.isFinite(anchor.at) && Math.abs(wallMinusMono - anchor.wallMinusMono) > 2) wallClock.steps++;
     anchor = { wallMinusMono, at };
     return wallMinusMono + performance.now();
   }
