@@ -99,6 +99,7 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
   const racklbRuns: BulkRun[] = [];
   const requestedRuns: BulkRun[] = [];
   const floorRuns: BulkRun[] = [];
+  const redeliveredBefore = lab.sender.redeliveries;
   try {
     for (let i = 0; i < rounds; i++) {
       for (const requested of [false, true]) {
@@ -142,6 +143,8 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
         // Waits that ended on a table read because ip monitor lost changes in a burst (0: all kernel timestamps).
         approximate_waits: approximate,
         monitor_overflows: overflows,
+        // Events delivered again after a 503 or 429 (Sender.apply), as the broker would; each one's backoff is in its run's seconds.
+        redeliveries: lab.sender.redeliveries - redeliveredBefore,
         runs: racklbRuns,
         floor_runs: floorRuns,
         // Where the announce's CPU went, by process (mean over the rounds): what racklb adds, and what the floor itself costs.

@@ -59,6 +59,7 @@ export async function convergence(ctx: BenchContext): Promise<BenchOutput> {
     delete: { racklb: [], floor: [], ack: [] },
   };
   const s = lab.sender;
+  const redeliveredBefore = s.redeliveries;
   const hops = { redis_ping: [] as number[], http_get: [] as number[] };
   const agents = lab.racks.map((r) => ({ rack: r, agent: lab.agents.get(r.speaker)! }));
   const rack1Agent = lab.agents.get(rack1.speaker)!;
@@ -164,6 +165,8 @@ export async function convergence(ctx: BenchContext): Promise<BenchOutput> {
     monitor_overflows: spine.overflows + leaf.overflows,
     // Times the system clock moved against the monotonic one during the run (see wallNow); each figure is measured against the clock as it was at most a second before.
     wall_clock_steps: wallClock.steps,
+    // Events the sender delivered again after a 503 or 429, as the broker would (Sender.apply); a trial that needed one includes its backoff.
+    redeliveries: s.redeliveries - redeliveredBefore,
     hop_after_gap: { redis_ping: summarize(hops.redis_ping), http_get_function: summarize(hops.http_get) },
   };
   const rows: Row[] = [];
