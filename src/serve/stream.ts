@@ -4,6 +4,7 @@
  * effects are stored; an entry left pending by a killed consumer is claimed again (XAUTOCLAIM).
  */
 import type { CloudEvent } from 'cloudevents';
+import type { Redis } from 'ioredis';
 import { isRacklbError } from '../errors.js';
 import { decodeStructuredJson, toStructuredJson } from '../events/codec.js';
 import type { FunctionName } from '../store/keys.js';
@@ -11,6 +12,41 @@ import type { Store } from '../store/store.js';
 import { journalRejectedEnvelope, runHandler, type FunctionDefinition, type FunctionDeps } from './handler.js';
 
 export const STREAM_MAXLEN = 1_000_000;
+
+/**
+ * Trims from the head of a stream every entry that all of its consumer groups are done with: older
+ * than each group's oldest pending entry, or than its last delivered one when nothing is pending.
+ * Without it the stream keeps acknowledged entries up to STREAM_MAXLEN, about 1 GB of Redis memory
+ * (the journal keeps each event for replay already). From the head only (XTRIM MINID), never XDEL:
+ * a deleted entry inside the stream leaves Redis unable to compute a group's lag (XINFO GROUPS
+ * answers nil), which KEDA's lag trigger reads as 0, scaling a function to zero with events waiting.
+ * Returns the number of entries trimmed.
+ */
+const TRIM_CONSUMED_LUA = `
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local floorMs, floorSeq
+for _, g in ipairs(groups) do
+  local name, last
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  local pending = redis.call('XPENDING', KEYS[1], name)
+  local keep = pending[1] > 0 and pending[2] or last
+  local ms, seq = string.match(keep, '^(%d+)-(%d+)$')
+  ms, seq = tonumber(ms), tonumber(seq)
+  if floorMs == nil or ms < floorMs or (ms == floorMs and seq < floorSeq) then floorMs, floorSeq = ms, seq end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-%d', floorMs, floorSeq))
+`;
+
+type TrimmingRedis = { racklbTrimConsumed(key: string): Promise<number> };
+
+/** Trims what every group of `key` has consumed (TRIM_CONSUMED_LUA) on this connection. */
+export async function trimConsumed(conn: Redis, key: string): Promise<number> {
+  if (!('racklbTrimConsumed' in conn)) conn.defineCommand('racklbTrimConsumed', { numberOfKeys: 1, lua: TRIM_CONSUMED_LUA });
+  return (conn as unknown as TrimmingRedis).racklbTrimConsumed(key);
+}
 
 export interface StreamOptions {
   group?: string;
@@ -40,6 +76,20 @@ export async function consumeStream(def: FunctionDefinition, deps: FunctionDeps,
   const conn = deps.store.redis.duplicate();
   conn.on('error', () => undefined);
   const onAbort = (): void => conn.disconnect();
+
+  /** A failed trim costs memory, not correctness: consuming goes on, and the operator hears of it once. */
+  let trimFailing = false;
+  async function trim(): Promise<void> {
+    try {
+      await trimConsumed(conn, key);
+      trimFailing = false;
+    } catch (err) {
+      if (opts.signal.aborted || trimFailing) return;
+      trimFailing = true;
+      deps.logger.warn({ err: String(err), stream: key }, `stream consumer: cannot trim consumed entries; the stream keeps them up to ${STREAM_MAXLEN} entries`);
+    }
+  }
+
   opts.signal.addEventListener('abort', onAbort);
   try {
     await conn.xgroup('CREATE', key, group, '0', 'MKSTREAM').catch((err: unknown) => {
@@ -51,6 +101,7 @@ export async function consumeStream(def: FunctionDefinition, deps: FunctionDeps,
         await processEntries(claimed[1]);
         const read = (await conn.xreadgroup('GROUP', group, opts.consumer, 'COUNT', 64, 'BLOCK', opts.blockMs ?? 2000, 'STREAMS', key, '>')) as [string, Entry[]][] | null;
         if (read) for (const [, entries] of read) await processEntries(entries);
+        if (claimed[1].length > 0 || read) await trim();
       } catch (err) {
         if (opts.signal.aborted) break;
         deps.logger.warn({ err: String(err), fn: def.name }, 'stream consumer: Redis error, retrying');

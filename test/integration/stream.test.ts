@@ -5,12 +5,12 @@ import { pino } from 'pino';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { apiServerEvent } from '../../src/events/codec.js';
 import { FUNCTIONS, functionFor } from '../../src/functions.js';
-import { consumeStream, publishToStream } from '../../src/serve/stream.js';
+import { consumeStream, publishToStream, trimConsumed } from '../../src/serve/stream.js';
 import type { Kind } from '../../src/core/types.js';
 import { readState } from '../../src/state/read.js';
 import { Store } from '../../src/store/store.js';
 import { waitFor } from '../../src/lab/process.js';
-import { porterLbExample } from '../helpers/fixtures.js';
+import { node, porterLbExample } from '../helpers/fixtures.js';
 import { useRedisStore } from '../helpers/redis.js';
 
 let store: Store;
@@ -73,5 +73,55 @@ describe('Redis stream consumers (KEDA)', () => {
     await consumeUntil(async () => Object.keys((await readState(store)).peers).length === 2, { claimIdleMs: 100 });
     const pending = (await store.redis.xpending(key, 'on-node-label')) as [number];
     expect(pending[0]).toBe(0);
+  });
+
+  describe('trimming what was consumed', () => {
+    // More than one macro node of the stream (100 entries): XTRIM MINID ~ frees whole nodes only.
+    const COUNT = 250;
+    const key = (): string => store.keys.eventStream('on-node-label');
+    const publishNodes = async (from: number, count: number): Promise<void> => {
+      for (let i = from; i < from + count; i++) {
+        await publishToStream(store, 'on-node-label', apiServerEvent('add', node({ name: `w${i}`, ip: `198.51.100.${i % 250}`, rack: 'leaf1' }), 'test'));
+      }
+    };
+    const lagOf = async (group: string): Promise<unknown> => {
+      const groups = (await store.redis.xinfo('GROUPS', key())) as unknown[][];
+      const g = groups.find((x) => x[x.indexOf('name') + 1] === group) ?? [];
+      return g[g.indexOf('lag') + 1];
+    };
+    const nodesStored = async (): Promise<number> => (await store.redis.scard(store.keys.index('Node')));
+
+    it('drops acknowledged entries and leaves the lag KEDA scales on computable', async () => {
+      await store.redis.xgroup('CREATE', key(), 'on-node-label', '0', 'MKSTREAM');
+      await publishNodes(0, COUNT);
+      await consumeUntil(async () => (await nodesStored()) === COUNT);
+      expect(await store.redis.xlen(key())).toBeLessThanOrEqual(100);
+      // Events that arrive while no consumer runs are counted as lag, not as nil (KEDA reads nil as 0).
+      await publishNodes(COUNT, 5);
+      expect(await lagOf('on-node-label')).toBe(5);
+    });
+
+    it('keeps an entry a killed consumer left pending, so it can still be taken over', async () => {
+      await store.redis.xgroup('CREATE', key(), 'on-node-label', '0', 'MKSTREAM');
+      await publishNodes(0, COUNT);
+      const taken = (await store.redis.xreadgroup('GROUP', 'on-node-label', 'killed-pod', 'COUNT', 1, 'STREAMS', key(), '>')) as [string, [string, string[]][]][];
+      const orphan = taken[0]?.[1][0]?.[0] ?? '';
+      await consumeUntil(async () => (await nodesStored()) === COUNT - 1);
+      expect(await store.redis.xrange(key(), orphan, orphan)).toHaveLength(1);
+      expect(await store.redis.xlen(key())).toBeGreaterThanOrEqual(COUNT - 100);
+      await consumeUntil(async () => (await nodesStored()) === COUNT, { claimIdleMs: 1 });
+      // Taken over and acknowledged, the orphan no longer holds the stream back.
+      expect(await trimConsumed(store.redis, key())).toBeGreaterThan(0);
+      expect(await store.redis.xlen(key())).toBeLessThanOrEqual(100);
+    });
+
+    it('keeps every entry another consumer group has not read yet', async () => {
+      await store.redis.xgroup('CREATE', key(), 'on-node-label', '0', 'MKSTREAM');
+      await store.redis.xgroup('CREATE', key(), 'audit', '0');
+      await publishNodes(0, COUNT);
+      await consumeUntil(async () => (await nodesStored()) === COUNT);
+      expect(await store.redis.xlen(key())).toBe(COUNT);
+      expect(await lagOf('audit')).toBe(COUNT);
+    });
   });
 });
