@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import { isRacklbError, RacklbError } from '../errors.js';
+import { journalForm } from '../journal/journal.js';
 import { redactedJson, redactText } from '../secrets.js';
 import type { Kind, KubeRecord, Outcome } from '../core/types.js';
 import type { KubeEvent } from '../events/codec.js';
@@ -135,8 +136,9 @@ function journalEntry(fn: FunctionName, event: KubeEvent, obj: ObjectDescription
     id: event.id,
     type: event.type,
     source: event.source,
-    // A BgpPeer's MD5 password stays out of the journal (docs/operations.md, secrets).
-    event: redactedJson({ id: event.id, source: event.source, type: event.type, time: event.time, data: event.object }),
+    // A BgpPeer's MD5 password stays out of the journal (docs/operations.md, secrets), and so do
+    // the large parts of an object no handler reads (journalForm).
+    event: redactedJson({ id: event.id, source: event.source, type: event.type, time: event.time, data: journalForm(event.object) }),
   };
 }
 

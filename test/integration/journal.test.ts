@@ -35,7 +35,7 @@ beforeAll(async () => {
   for (const o of [...ex.nodes, ex.conf, ...ex.peers, ex.eip, ex.service, ex.slice]) await ok('add', o);
   await ok('add', eip({ name: 'pool-b', address: '198.51.100.0/28' }));
   for (const name of ['web-a', 'web-b', 'web-c']) await ok('add', service({ name, pool: 'pool-b' }));
-  await ok('update', node({ name: 'worker-p002', ip: '192.168.1.2', rack: 'leaf1', speaker: true, resourceVersion: '2' }));
+  await ok('update', asRealClusterSendsIt(node({ name: 'worker-p002', ip: '192.168.1.2', rack: 'leaf1', speaker: true, resourceVersion: '2' })));
   await ok('update', node({ name: 'worker-p002', ip: '192.168.1.2', rack: 'leaf1', speaker: true, resourceVersion: '2' }), 'stale');
   // Let the halves fall into different milliseconds, so --at separates them exactly.
   await new Promise((r) => setTimeout(r, 20));
@@ -61,6 +61,13 @@ afterAll(async () => {
 
 const R = (): string[] => ['--redis', redis.url];
 
+/** With the large parts a real API server sends and no handler reads (journalForm drops them). */
+function asRealClusterSendsIt(n: Record<string, unknown>): Record<string, unknown> {
+  (n.metadata as Record<string, unknown>).managedFields = [{ manager: 'kubelet', operation: 'Update', fieldsV1: { 'f:status': {} } }];
+  (n.status as Record<string, unknown>).images = [{ names: ['registry.example/app:1'], sizeBytes: 1e8 }];
+  return n;
+}
+
 describe('racklb events', () => {
   it('prints the journal as a table, oldest first', async () => {
     const r = await cli(['events', ...R(), '--limit', '0']);
@@ -80,6 +87,11 @@ describe('racklb events', () => {
     expect(nodes.map((n) => n.outcome)).toEqual(['applied', 'applied', 'stale']);
     expect(nodes.every((n) => n.kind === 'Node' && n.key === 'worker-p002')).toBe(true);
     expect(fromJournal(nodes[1]!.event).action).toBe('update');
+    // The update came with managedFields and images: the journal keeps what the handlers read.
+    const relabeled = nodes[1]!.event!.data as { metadata: Record<string, unknown>; status: Record<string, unknown> };
+    expect(relabeled.metadata.managedFields).toBeUndefined();
+    expect(relabeled.status.images).toBeUndefined();
+    expect(relabeled.metadata.labels).toMatchObject({ 'porter.kubesphere.io/rack': 'leaf1' });
 
     const all = Number.MAX_SAFE_INTEGER;
     expect((await lastEntries(fns.store, { outcomes: ['stale'] }, all)).length).toBe(2);
