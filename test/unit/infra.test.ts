@@ -344,6 +344,20 @@ describe('the manifests agree with the code', () => {
     expect(String((cm?.data as Json)['redis.conf'])).toMatch(/^appendonly yes$/m);
     expect(String((cm?.data as Json)['redis.conf'])).toMatch(/^appendfsync always$/m);
   });
+
+  it('let Redis refuse writes well before its container would be killed for memory', () => {
+    const [cm] = ofKind('ConfigMap').filter((c) => nameOf(c) === 'racklb-redis');
+    const conf = String((cm?.data as Json)['redis.conf']);
+    expect(conf).toMatch(/^maxmemory-policy noeviction$/m);
+    const maxMb = Number(/^maxmemory (\d+)mb$/m.exec(conf)?.[1]);
+    const [redis] = ofKind('StatefulSet').filter((s) => nameOf(s) === 'racklb-redis');
+    const container = ((redis?.spec as Json).template as { spec: { containers: Container[] } }).spec.containers.find((c) => c.name === 'redis');
+    const limit = String((container?.resources as { limits?: { memory?: string } } | undefined)?.limits?.memory);
+    const limitMb = Number(/^(\d+)Gi$/.exec(limit)?.[1]) * 1024 || Number(/^(\d+)Mi$/.exec(limit)?.[1]);
+    // An AOF rewrite forks: the copy-on-write of a busy Redis needs room above maxmemory.
+    expect(maxMb).toBeGreaterThan(0);
+    expect(maxMb).toBeLessThanOrEqual(limitMb * 0.7);
+  });
 });
 
 // ---- kustomize ----------------------------------------------------------------------------------
