@@ -108,5 +108,9 @@ export function lastConnectionError(redis: Redis): Error | undefined {
 export function storeError(err: unknown, doing: string): RacklbError {
   if (err instanceof RacklbError) return err;
   const message = err instanceof Error ? err.message : String(err);
-  return new RacklbError('RACKLB_STORE_UNAVAILABLE', `Redis ${doing}: ${message}`, { cause: err });
+  // An EXECABORT says only that queued commands failed; the reason (OOM when Redis is at its
+  // maxmemory, a READONLY replica, ...) is in the errors ioredis collected while queueing.
+  const previous = (err as { previousErrors?: unknown } | null)?.previousErrors;
+  const reason = Array.isArray(previous) && previous[0] instanceof Error ? `: ${previous[0].message}` : '';
+  return new RacklbError('RACKLB_STORE_UNAVAILABLE', `Redis ${doing}: ${message}${reason}`, { cause: err });
 }

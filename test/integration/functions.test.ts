@@ -192,6 +192,27 @@ describe('rejections', () => {
     expect((await stateJson(redis.url)).racks.leaf1?.routes['172.22.0.2/32']).toEqual(['192.168.0.3']);
   });
 
+  it('answers 503 while Redis is full (maxmemory, noeviction), writes nothing, and applies the retry', async () => {
+    await applyExample();
+    const before = await snapshot(fns.store);
+    const notReady = node({ name: 'worker-p001', ip: '192.168.0.4', ready: false, resourceVersion: '9' });
+    const admin = fns.store.redis;
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      const full = await send(fns, 'update', notReady);
+      expect(full.status).toBe(503);
+      expect(JSON.parse(full.body).code).toBe('RACKLB_STORE_UNAVAILABLE');
+      expect(full.body).toContain('maxmemory');
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+    expect(await snapshot(fns.store)).toBe(before);
+    const retry = await send(fns, 'update', notReady);
+    expect(retry.status).toBe(200);
+    expect((await stateJson(redis.url)).racks.leaf1?.routes['172.22.0.2/32']).toEqual(['192.168.0.3']);
+  });
+
   it('refuses a body over the size limit with 413', async () => {
     const huge = node({ name: 'big', ip: '192.168.0.9', labels: { big: 'x' } });
     (huge.metadata as Record<string, unknown>).annotations = { blob: 'y'.repeat(2 * 1024 * 1024) };
