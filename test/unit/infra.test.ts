@@ -352,7 +352,7 @@ describe('the manifests agree with the code', () => {
     const maxMb = Number(/^maxmemory (\d+)mb$/m.exec(conf)?.[1]);
     const [redis] = ofKind('StatefulSet').filter((s) => nameOf(s) === 'racklb-redis');
     const container = ((redis?.spec as Json).template as { spec: { containers: Container[] } }).spec.containers.find((c) => c.name === 'redis');
-    const limit = String((container?.resources as { limits?: { memory?: string } } | undefined)?.limits?.memory);
+    const limit = String((container as { resources?: { limits?: { memory?: string } } } | undefined)?.resources?.limits?.memory);
     const limitMb = Number(/^(\d+)Gi$/.exec(limit)?.[1]) * 1024 || Number(/^(\d+)Mi$/.exec(limit)?.[1]);
     // An AOF rewrite forks: the copy-on-write of a busy Redis needs room above maxmemory.
     expect(maxMb).toBeGreaterThan(0);
