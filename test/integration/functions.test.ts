@@ -2,6 +2,7 @@
  * The three functions served over HTTP against a real redis-server: PorterLB's multi-router
  * example in, `racklb state --json` out.
  */
+import { Cluster, type Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { bgpPeer, eip, endpointSlice, node, porterLbExample, service } from '../helpers/fixtures.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
@@ -196,16 +197,21 @@ describe('rejections', () => {
     await applyExample();
     const before = await snapshot(fns.store);
     const notReady = node({ name: 'worker-p001', ip: '192.168.0.4', ready: false, resourceVersion: '9' });
-    const admin = fns.store.redis;
-    await admin.config('SET', 'maxmemory-policy', 'noeviction');
-    await admin.config('SET', 'maxmemory', '1');
+    // Every master: on a Redis Cluster (cluster.test.ts runs this suite too) CONFIG goes to one node.
+    const client = fns.store.redis as Redis | Cluster;
+    const servers = client instanceof Cluster ? client.nodes('master') : [client];
+    const setAll = async (name: string, value: string): Promise<void> => {
+      for (const s of servers) await s.config('SET', name, value);
+    };
+    await setAll('maxmemory-policy', 'noeviction');
+    await setAll('maxmemory', '1');
     try {
       const full = await send(fns, 'update', notReady);
       expect(full.status).toBe(503);
       expect(JSON.parse(full.body).code).toBe('RACKLB_STORE_UNAVAILABLE');
       expect(full.body).toContain('maxmemory');
     } finally {
-      await admin.config('SET', 'maxmemory', '0');
+      await setAll('maxmemory', '0');
     }
     expect(await snapshot(fns.store)).toBe(before);
     const retry = await send(fns, 'update', notReady);
