@@ -58,12 +58,16 @@ export interface BenchRedis extends Started {
   socket: string;
 }
 
+/**
+ * A private redis-server persisting as infra/redis/redis.conf does (append-only, synced before it
+ * answers): the fsync of each round of Redis's event loop is part of what an event costs.
+ */
 export async function startRedis(dir: string, cpus?: string): Promise<BenchRedis> {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const socket = join(dir, 'redis.sock');
   const p = startProcess(
-    ['redis-server', '--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning'],
+    ['redis-server', '--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--daemonize', 'no', '--loglevel', 'warning'],
     { logFile: join(dir, 'redis.log'), ...(cpus === undefined ? {} : { cpus }) },
   );
   const deadline = Date.now() + 10_000;
