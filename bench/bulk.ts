@@ -100,6 +100,7 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
   const requestedRuns: BulkRun[] = [];
   const floorRuns: BulkRun[] = [];
   const redeliveredBefore = lab.sender.redeliveries;
+  await lab.redisStalls();
   try {
     for (let i = 0; i < rounds; i++) {
       for (const requested of [false, true]) {
@@ -117,6 +118,7 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
   } finally {
     await spine.stop();
   }
+  const stalls = await lab.redisStalls();
   const approximate = spine.approximate;
   const overflows = spine.overflows;
   const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.ceil(xs.length / 2) - 1] ?? NaN;
@@ -145,6 +147,8 @@ export async function bulk(ctx: BenchContext): Promise<BenchOutput> {
         monitor_overflows: overflows,
         // Events delivered again after a 503 or 429 (Sender.apply), as the broker would; each one's backoff is in its run's seconds.
         redeliveries: lab.sender.redeliveries - redeliveredBefore,
+        // The worst stall of each kind the lab's Redis saw during the runs (BenchLab.redisStalls), in ms.
+        redis_stalls_ms: stalls,
         runs: racklbRuns,
         floor_runs: floorRuns,
         // Where the announce's CPU went, by process (mean over the rounds): what racklb adds, and what the floor itself costs.

@@ -60,6 +60,7 @@ export async function convergence(ctx: BenchContext): Promise<BenchOutput> {
   };
   const s = lab.sender;
   const redeliveredBefore = s.redeliveries;
+  await lab.redisStalls();
   const hops = { redis_ping: [] as number[], http_get: [] as number[] };
   const agents = lab.racks.map((r) => ({ rack: r, agent: lab.agents.get(r.speaker)! }));
   const rack1Agent = lab.agents.get(rack1.speaker)!;
@@ -167,6 +168,8 @@ export async function convergence(ctx: BenchContext): Promise<BenchOutput> {
     wall_clock_steps: wallClock.steps,
     // Events the sender delivered again after a 503 or 429, as the broker would (Sender.apply); a trial that needed one includes its backoff.
     redeliveries: s.redeliveries - redeliveredBefore,
+    // The worst stall of each kind the lab's Redis saw during the trials (BenchLab.redisStalls), in ms: a trial far above the rest that matches one waited on Redis.
+    redis_stalls_ms: await lab.redisStalls(),
     hop_after_gap: { redis_ping: summarize(hops.redis_ping), http_get_function: summarize(hops.http_get) },
   };
   const rows: Row[] = [];

@@ -16,6 +16,7 @@ import { parseTopology, type Topology } from '../../src/lab/topology.js';
 import { GOBGP_API, labDown, labUp, processPid, repoRoot, startProcess, type LabState } from '../../src/lab/lab.js';
 import { LAB_RUN_DIR, NETNS_PREFIX, netnsName } from '../../src/lab/paths.js';
 import { killPid } from '../../src/lab/process.js';
+import { connectRedis } from '../../src/store/redis.js';
 import { bgpConf, bgpPeer, eip, node, service } from '../../test/helpers/fixtures.js';
 import type { AgentAnswer, AgentCommand } from '../agent.js';
 import { Sender } from './events.js';
@@ -203,6 +204,25 @@ export class BenchLab {
     // Loaded before any figure: three agents starting (Node, gRPC, the GoBGP schema) took about a
     // second of CPU each from the first racklb run on two cores.
     await Promise.all([...this.agents.values()].map((a) => a.call({ op: 'prepare', name: 'ready', paths: [] })));
+  }
+
+  /**
+   * The worst stall of each kind the lab's Redis saw since the last call, in ms, from its latency
+   * monitor (LATENCY LATEST; events of 20 ms or more): `aof-fsync-always` is an fsync of the
+   * append-only file that kept Redis from answering. Lets an outlier be told from racklb's own
+   * time. Resets the monitor.
+   */
+  async redisStalls(): Promise<Record<string, number>> {
+    const redis = connectRedis(this.state.redis);
+    try {
+      await redis.connect();
+      await redis.config('SET', 'latency-monitor-threshold', '20');
+      const latest = (await redis.call('LATENCY', 'LATEST')) as [string, number, number, number][];
+      await redis.call('LATENCY', 'RESET');
+      return Object.fromEntries(latest.map(([event, , , max]) => [event, max]));
+    } finally {
+      redis.disconnect();
+    }
   }
 
   async speakerPids(): Promise<number[]> {
