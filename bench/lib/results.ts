@@ -4,7 +4,7 @@
  * rebuilt from every per-benchmark file present (each keeps its own commit and date, so a partial
  * run never passes off older figures as new ones).
  */
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, freemem, totalmem, release } from 'node:os';
 import { join } from 'node:path';
@@ -49,13 +49,11 @@ export interface BenchResult {
 }
 
 function tryRun(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 }).trim();
-  } catch (err) {
-    // Some tools (bird --version) print to stderr and exit 0 or 1: take whatever they said.
-    const e = err as { stdout?: string; stderr?: string };
-    return `${e.stdout ?? ''}${e.stderr ?? ''}`.trim() || 'unknown';
-  }
+  // Both streams, whatever the exit code: bird --version prints to stderr and exits 0, so stdout
+  // alone read as an empty version.
+  const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
+  const said = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
+  return said === '' && (r.error !== undefined || r.status !== 0) ? 'unknown' : said;
 }
 
 export function runMeta(root: string, quick: boolean): RunMeta {
