@@ -51,10 +51,11 @@ async function handlePeer(event: KubeEvent, { store, journal }: FunctionDeps, id
 /** Decides a round of BgpPeer events (no peer twice) as one after the other would, in order. */
 async function planPeers(r: Reader, items: readonly PeerEvent[]): Promise<TxPlan<Settled<Outcome>[]>> {
   const k = r.keys;
-  // The speakers, their labels and addresses change with Node writes, which all bump this epoch.
+  // The speakers, their labels and addresses change with Node writes, which all bump this epoch:
+  // watched before it is read, so the speakers come from memory while no Node was written.
   const nodesWatched = r.redis.watch(k.epoch('Node'));
   nodesWatched.catch(() => undefined);
-  const [objects, speakerNames, peerNames] = await Promise.all([r.redis.mget(items.map((it) => k.object('BgpPeer', it.id.key))), r.redis.smembers(k.speakers()), r.redis.smembers(k.index('BgpPeer'))]);
+  const [objects, speakers, peerNames] = await Promise.all([r.redis.mget(items.map((it) => k.object('BgpPeer', it.id.key))), r.speakersCached(), r.redis.smembers(k.index('BgpPeer'))]);
   await nodesWatched;
 
   // Through the text memo: the same texts come back in recordsCached below, and are not parsed twice.
@@ -62,7 +63,6 @@ async function planPeers(r: Reader, items: readonly PeerEvent[]): Promise<TxPlan
   if (applied.length === 0) return { result: settled as Settled<Outcome>[] };
   const listed = new Set(applied.filter((a) => a.prev !== undefined).map((a) => a.i));
 
-  const speakers = await r.recordsCached('Node', speakerNames.sort());
   // A resync recomputes every speaker's list, mending any that drifted; an event recomputes only
   // the lists of the speakers the peer selects before or after it (speakersTouchedBy), the only
   // lists it can change.

@@ -135,11 +135,12 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
     },
   });
 
-  // Reads of the Eips or BgpPeers answered from memory because their epoch token had not moved
-  // (RecordCache, docs/state.md); misses are the reads after a write of the kind, or the first.
+  // Reads of the Eips, BgpPeers or speaker Nodes answered from memory because their kind's epoch
+  // token had not moved (RecordCache, docs/state.md); misses are the reads after a write of the
+  // kind, or the first.
   new Counter({
     name: 'racklb_function_record_cache_reads_total',
-    help: 'Reads of every Eip or BgpPeer, by whether the in-memory copy was current (hit) or read from Redis (miss)',
+    help: 'Reads of every Eip, every BgpPeer or the speaker Nodes, by whether the in-memory copy was current (hit) or read from Redis (miss)',
     labelNames: ['function', 'result'],
     registers: [registry],
     collect() {

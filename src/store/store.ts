@@ -199,14 +199,16 @@ function carried(change: Change, k: Keys): [field: string, hash: string] | undef
 }
 
 /**
- * Every live object of a small kind that handlers read on every event (Eips, BgpPeers), kept in
- * this process with the epoch token it was read under. A read whose token is unchanged needs no
- * second round trip for the objects themselves: every write of a kind sets a new token in the
- * same transaction (TxWriter), so an unchanged token means unchanged objects. Inside a
+ * The live objects a handler reads on every event (every Eip, every BgpPeer, the speaker Nodes),
+ * kept in this process by the set of keys they were listed in and the epoch token of their kind
+ * they were read under. A read whose token is unchanged needs no second round trip for the
+ * objects themselves: every write of a kind sets a new token in the same transaction (TxWriter),
+ * and the sets read this way (a kind's index, the speakers) are only written together with an
+ * object of the kind, so an unchanged token means the same set and the same objects. Inside a
  * transaction the caller WATCHes the epoch, as it would without the cache.
  */
 export class RecordCache {
-  private readonly byKind = new Map<Kind, { token: string; records: readonly KubeRecord[] }>();
+  private readonly bySet = new Map<string, { token: string; records: readonly KubeRecord[] }>();
   /** Single records by Redis key, with the stored text they were parsed from (see `parsed`). */
   private readonly byText = new Map<string, { text: string; stored: StoredObject | undefined }>();
   hits = 0;
@@ -233,17 +235,18 @@ export class RecordCache {
     return stored;
   }
 
-  get<K extends Kind>(kind: K, token: string | null): Extract<KubeRecord, { kind: K }>[] | undefined {
-    const entry = token === null ? undefined : this.byKind.get(kind);
+  /** `set`: the Redis key of the set the records were listed in. */
+  get<K extends Kind>(_kind: K, set: string, token: string | null): Extract<KubeRecord, { kind: K }>[] | undefined {
+    const entry = token === null ? undefined : this.bySet.get(set);
     if (entry === undefined || entry.token !== token) return undefined;
     return entry.records.slice() as Extract<KubeRecord, { kind: K }>[];
   }
 
   /** The records are frozen: a handler that changed one would change every later event's view. */
-  set(kind: Kind, token: string | null, records: readonly KubeRecord[]): void {
+  set(set: string, token: string | null, records: readonly KubeRecord[]): void {
     if (token === null) return;
     for (const r of records) deepFreeze(r);
-    this.byKind.set(kind, { token, records: records.slice() });
+    this.bySet.set(set, { token, records: records.slice() });
   }
 }
 
@@ -313,23 +316,36 @@ export class Reader {
   /**
    * `allRecords`, from the store's RecordCache when the kind's epoch token has not moved: one
    * round trip instead of two (a Service or Node event's first reads then go straight to its
-   * decision). For small kinds only; the records are frozen. The epoch is read before the index,
-   * so a write in between shows as a new token the next time, never as a stale hit.
+   * decision). For small kinds only; the records are frozen.
    */
   async allRecordsCached<K extends Kind>(kind: K): Promise<Extract<KubeRecord, { kind: K }>[]> {
+    return this.listedRecordsCached(kind, this.keys.index(kind));
+  }
+
+  /** The speaker Nodes, sorted by name, as `allRecordsCached` reads a kind: their reads skipped while no Node was written. */
+  async speakersCached(): Promise<Extract<KubeRecord, { kind: 'Node' }>[]> {
+    return this.listedRecordsCached('Node', this.keys.speakers());
+  }
+
+  /**
+   * The live records of `kind` listed in the set `set`, sorted by key, through the RecordCache.
+   * The epoch is read before the set, so a write in between shows as a new token the next time,
+   * never as a stale hit.
+   */
+  private async listedRecordsCached<K extends Kind>(kind: K, set: string): Promise<Extract<KubeRecord, { kind: K }>[]> {
     const tokenRead = this.redis.get(this.keys.epoch(kind));
-    const indexRead = this.redis.smembers(this.keys.index(kind));
-    indexRead.catch(() => undefined);
+    const listRead = this.redis.smembers(set);
+    listRead.catch(() => undefined);
     const token = await tokenRead;
-    const cached = this.cache.get(kind, token);
+    const cached = this.cache.get(kind, set, token);
     if (cached !== undefined) {
       this.cache.hits++;
-      await indexRead;
+      await listRead;
       return cached;
     }
     this.cache.misses++;
-    const records = await this.recordsCached(kind, (await indexRead).sort());
-    this.cache.set(kind, token, records);
+    const records = await this.recordsCached(kind, (await listRead).sort());
+    this.cache.set(set, token, records);
     return records;
   }
 

@@ -1,9 +1,10 @@
 /**
- * on-service and on-node-label keep the Eips and BgpPeers they read on every event in memory, by the
- * kind's epoch token (RecordCache in src/store/store.ts). What a user must never see: an address
- * taken from a pool another replica removed, or a speaker's peers from a BgpPeer another replica
- * changed, or, after Redis is restored from an older snapshot, addresses from pools that snapshot
- * never held. Each replica is its own Store (its own cache) on one real Redis.
+ * on-service, on-node-label and on-bgppeer keep the Eips, BgpPeers and speaker Nodes they read on
+ * every event in memory, by the kind's epoch token (RecordCache in src/store/store.ts). What a
+ * user must never see: an address taken from a pool another replica removed, a speaker's peers
+ * from a BgpPeer another replica changed, a speaker another replica added left without its peers,
+ * or, after Redis is restored from an older snapshot, addresses from pools that snapshot never
+ * held. Each replica is its own Store (its own cache) on one real Redis.
  */
 import { pino } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -133,7 +134,7 @@ describe('the BgpPeers on-node-label keeps in memory', () => {
   });
 });
 
-describe('the speaker Nodes and BgpPeers on-bgppeer keeps parsed', () => {
+describe('the speaker Nodes and BgpPeers on-bgppeer keeps in memory', () => {
   it('are parsed again when their stored text changed: a speaker another replica moved to another rack gets that rack\'s peer', async () => {
     const peerOf = (rack: string, sendMax = 10): Json => bgpPeer({ name: `leaf-${rack}`, neighborAddress: rack === 'rack1' ? '198.51.100.1' : '198.51.100.2', peerAs: 65001, rack, sendMax });
     await apply(onNodeLabel, b, 'add', node({ name: 'n1', rack: 'rack1', speaker: true, ip: '198.51.100.11' }));
@@ -149,6 +150,23 @@ describe('the speaker Nodes and BgpPeers on-bgppeer keeps parsed', () => {
     await apply(onBgpPeer, a, 'update', peerOf('rack1', 20));
     expect(await peersOf()).toContain('leaf-rack2');
     expect(await peersOf()).not.toContain('leaf-rack1');
+  });
+
+  it('come from memory while no Node is written, and a speaker another replica added is seen at the next BgpPeer event', async () => {
+    const peerOf = (holdTime: number): Json => bgpPeer({ name: 'leaf-rack1', neighborAddress: '198.51.100.1', peerAs: 65001, rack: 'rack1', spec: { timers: { config: { holdTime, keepaliveInterval: holdTime / 3 } } } });
+    const peersOf = async (name: string): Promise<string> => (await a.redis.get(a.keys.peers(name))) ?? '';
+    await apply(onNodeLabel, b, 'add', node({ name: 'n1', rack: 'rack1', speaker: true, ip: '198.51.100.11' }));
+    await apply(onBgpPeer, a, 'add', peerOf(30));
+    const hits = a.recordCache.hits;
+    await apply(onBgpPeer, a, 'update', peerOf(60));
+    expect(a.recordCache.hits).toBeGreaterThan(hits);
+    expect(await peersOf('n1')).toContain('"holdTime":60');
+
+    // Replica b makes n2 a speaker of the same rack (its peer list written by b, with hold time 60).
+    await apply(onNodeLabel, b, 'add', node({ name: 'n2', rack: 'rack1', speaker: true, ip: '198.51.100.12' }));
+    await apply(onBgpPeer, a, 'update', peerOf(90));
+    expect(await peersOf('n1')).toContain('"holdTime":90');
+    expect(await peersOf('n2')).toContain('"holdTime":90');
   });
 
   it('are the same frozen object while the text is unchanged, and a new one after a write', async () => {
@@ -173,15 +191,22 @@ describe('the cache over HTTP', () => {
     try {
       const value = (result: string): Promise<number> => metricValue(fns.urls['on-node-label'], 'racklb_function_record_cache_reads_total', { function: 'on-node-label', result });
       const reads = async (): Promise<{ hit: number; miss: number }> => ({ hit: await value('hit'), miss: await value('miss') });
+      // The functions share one store here, so its counts include on-bgppeer's reads of the speakers: compare before and after.
+      const since = async (before: { hit: number; miss: number }): Promise<{ hit: number; miss: number }> => {
+        const now = await reads();
+        return { hit: now.hit - before.hit, miss: now.miss - before.miss };
+      };
       expect((await send(fns, 'add', bgpPeer({ name: 'leaf1', neighborAddress: '198.51.100.1', peerAs: 65001, rack: 'rack1' }))).outcome).toBe('applied');
+      const start = await reads();
       for (let i = 0; i < 4; i++) {
         expect((await send(fns, 'add', node({ name: `s${i}`, rack: 'rack1', speaker: true, ip: `198.51.100.${20 + i}` }))).outcome).toBe('applied');
       }
       // The first speaker read the BgpPeers from Redis, the next three from memory.
-      expect(await reads()).toEqual({ hit: 3, miss: 1 });
+      expect(await since(start)).toEqual({ hit: 3, miss: 1 });
       expect((await send(fns, 'update', bgpPeer({ name: 'leaf1', neighborAddress: '198.51.100.2', peerAs: 65001, rack: 'rack1', resourceVersion: '2' }))).outcome).toBe('applied');
+      const updated = await reads();
       expect((await send(fns, 'add', node({ name: 's9', rack: 'rack1', speaker: true, ip: '198.51.100.29' }))).outcome).toBe('applied');
-      expect(await reads()).toEqual({ hit: 3, miss: 2 });
+      expect(await since(updated)).toEqual({ hit: 0, miss: 1 });
       expect(await fns.store.redis.get(fns.store.keys.peers('s9'))).toContain('198.51.100.2');
     } finally {
       await fns.close();
