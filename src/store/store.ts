@@ -27,6 +27,14 @@ export const JOURNAL_MAXLEN = 100_000;
 const MAX_ATTEMPTS = 50;
 /** Records RecordCache keeps parsed by their stored text: the speaker Nodes, BgpPeers and Eips of a large cluster. */
 const PARSED_RECORDS_MAX = 4096;
+/**
+ * Kinds whose every object a handler reads on every batch through the text memo (every BgpPeer in
+ * on-bgppeer and on-node-label, every Eip in on-service): what a transaction writes of them is
+ * remembered as written, so the next batch does not parse again what this process just stored.
+ * Nodes are not: only the speakers among them are read that way, and their reads skip the memo
+ * while no Node is written (Reader.speakersCached).
+ */
+const READ_ON_EVERY_BATCH: ReadonlySet<Kind> = new Set<Kind>(['BgpPeer', 'Eip']);
 /** How long the watched keys of a transaction whose EXEC failed count as contended (see `transact`). */
 const CONTENDED_MS = 1000;
 
@@ -129,6 +137,8 @@ export class TxWriter {
   private readonly notifications: [scope: string, change: Change][] = [];
   /** Kinds this transaction wrote: each gets one new epoch token, however many of its objects changed. */
   private readonly written = new Set<Kind>();
+  /** Objects of the kinds read on every batch, with the text they are stored as (RecordCache.remember). */
+  readonly memorable: { key: string; text: string; stored: StoredObject }[] = [];
 
   constructor(
     readonly multi: ChainableCommander,
@@ -138,16 +148,22 @@ export class TxWriter {
   /** `listed`: the stored object is live, so it is in its kind's index already and is not added again. */
   putObject(record: KubeRecord, listed = false): void {
     const stored: StoredObject = { deleted: false, record };
-    this.multi.set(this.keys.object(record.kind, record.key), JSON.stringify(stored));
+    const name = this.keys.object(record.kind, record.key);
+    const text = JSON.stringify(stored);
+    this.multi.set(name, text);
     if (!listed) this.multi.sadd(this.keys.index(record.kind), record.key);
     this.written.add(record.kind);
+    if (READ_ON_EVERY_BATCH.has(record.kind)) this.memorable.push({ key: name, text, stored });
   }
 
   tombstone(kind: Kind, key: string, uid: string, resourceVersion: string): void {
     const stored: StoredObject = { deleted: true, kind, key, uid, resourceVersion, deletedAt: new Date().toISOString() };
-    this.multi.set(this.keys.object(kind, key), JSON.stringify(stored), 'PX', TOMBSTONE_TTL_MS);
+    const name = this.keys.object(kind, key);
+    const text = JSON.stringify(stored);
+    this.multi.set(name, text, 'PX', TOMBSTONE_TTL_MS);
     this.multi.srem(this.keys.index(kind), key);
     this.written.add(kind);
+    if (READ_ON_EVERY_BATCH.has(kind)) this.memorable.push({ key: name, text, stored });
   }
 
   /** One change notification, sent after every write; the same change twice in a transaction is sent once. */
@@ -213,6 +229,8 @@ export class RecordCache {
   private readonly byText = new Map<string, { text: string; stored: StoredObject | undefined }>();
   hits = 0;
   misses = 0;
+  /** Stored texts the memo had to parse (`parsed` with a text it did not hold). */
+  parses = 0;
 
   /**
    * The stored object `text` holds, parsed once for as long as the key keeps that text: the same
@@ -227,12 +245,27 @@ export class RecordCache {
       if (entry.stored === undefined && opts.strict) parseStored(text, key);
       return entry.stored;
     }
+    this.parses++;
     const stored = opts.strict ? parseStored(text, key) : safeParseStored(text, key);
+    this.keep(key, text, stored);
+    return stored;
+  }
+
+  /**
+   * What a committed transaction stored under `key`, as if `parsed` had read it back: the next read
+   * that finds the same text takes this object instead of parsing it. Keyed by the text like every
+   * entry, so a later write by anyone else (another text) is never mistaken for it. Frozen.
+   */
+  remember(key: string, text: string, stored: StoredObject): void {
+    this.keep(key, text, stored);
+  }
+
+  /** Bounded: the entry least recently stored goes first. */
+  private keep(key: string, text: string, stored: StoredObject | undefined): void {
     deepFreeze(stored);
-    if (entry !== undefined) this.byText.delete(key);
+    if (this.byText.has(key)) this.byText.delete(key);
     else if (this.byText.size >= PARSED_RECORDS_MAX) this.byText.delete(this.byText.keys().next().value as string);
     this.byText.set(key, { text, stored });
-    return stored;
   }
 
   /** `set`: the Redis key of the set the records were listed in. */
@@ -538,6 +571,7 @@ export class Store {
         for (const [err] of results) {
           if (err) throw storeError(err, 'EXEC');
         }
+        for (const m of writer.memorable) this.recordCache.remember(m.key, m.text, m.stored);
         if (opts.journal) opts.journal.journaled = true;
         return plan.result;
       }

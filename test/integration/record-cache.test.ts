@@ -185,6 +185,31 @@ describe('the speaker Nodes and BgpPeers on-bgppeer keeps in memory', () => {
   });
 });
 
+describe('the BgpPeers a replica writes', () => {
+  it('are read back as written, without parsing them again, until another replica stores another text', async () => {
+    const peerOf = (address: string): Json => bgpPeer({ name: 'leaf1', neighborAddress: address, peerAs: 65001, rack: 'rack1' });
+    await apply(onBgpPeer, a, 'add', peerOf('198.51.100.1'));
+    const parses = a.recordCache.parses;
+    const [written] = await a.reader.recordsCached('BgpPeer', ['leaf1']);
+    expect(a.recordCache.parses).toBe(parses);
+    expect(written?.kind === 'BgpPeer' ? written.neighborAddress : undefined).toBe('198.51.100.1');
+    expect(Object.isFrozen(written) && Object.isFrozen((written as { nodeSelector: object }).nodeSelector)).toBe(true);
+    // What the memo returns is what parsing the stored text gives.
+    expect(written).toEqual(await a.reader.record('BgpPeer', 'leaf1'));
+
+    await apply(onBgpPeer, b, 'update', peerOf('198.51.100.2'));
+    const [changed] = await a.reader.recordsCached('BgpPeer', ['leaf1']);
+    expect(a.recordCache.parses).toBe(parses + 1);
+    expect(changed?.kind === 'BgpPeer' ? changed.neighborAddress : undefined).toBe('198.51.100.2');
+
+    // A delete is remembered too: the tombstone reads as no record, without a parse.
+    await apply(onBgpPeer, a, 'delete', peerOf('198.51.100.2'));
+    const before = a.recordCache.parses;
+    expect(await a.reader.recordsCached('BgpPeer', ['leaf1'])).toEqual([]);
+    expect(a.recordCache.parses).toBe(before);
+  });
+});
+
 describe('the cache over HTTP', () => {
   it('answers speaker Node events from memory until a BgpPeer changes, and /metrics counts hits and misses', async () => {
     const fns = await serveAll(redis.url, 'http-cache');
