@@ -254,7 +254,9 @@ export class RecordCache {
   /**
    * What a committed transaction stored under `key`, as if `parsed` had read it back: the next read
    * that finds the same text takes this object instead of parsing it. Keyed by the text like every
-   * entry, so a later write by anyone else (another text) is never mistaken for it. Frozen.
+   * entry, so a later write by anyone else (another text) is never mistaken for it. Frozen. It
+   * differs from the parsed object only in members set to undefined, which the text leaves out:
+   * every reader of these kinds reads such a member as absent, and serializes it the same way.
    */
   remember(key: string, text: string, stored: StoredObject): void {
     this.keep(key, text, stored);
