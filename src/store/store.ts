@@ -247,7 +247,7 @@ export class RecordCache {
     }
     this.parses++;
     const stored = opts.strict ? parseStored(text, key) : safeParseStored(text, key);
-    this.keep(key, text, stored);
+    this.remember(key, text, stored);
     return stored;
   }
 
@@ -257,16 +257,12 @@ export class RecordCache {
    * entry, so a later write by anyone else (another text) is never mistaken for it. Frozen. It
    * differs from the parsed object only in members set to undefined, which the text leaves out:
    * every reader of these kinds reads such a member as absent, and serializes it the same way.
+   * `parsed` keeps what it parses here too (undefined: a text that is no record). Bounded: the
+   * entry least recently stored goes first.
    */
-  remember(key: string, text: string, stored: StoredObject): void {
-    this.keep(key, text, stored);
-  }
-
-  /** Bounded: the entry least recently stored goes first. */
-  private keep(key: string, text: string, stored: StoredObject | undefined): void {
+  remember(key: string, text: string, stored: StoredObject | undefined): void {
     deepFreeze(stored);
-    if (this.byText.has(key)) this.byText.delete(key);
-    else if (this.byText.size >= PARSED_RECORDS_MAX) this.byText.delete(this.byText.keys().next().value as string);
+    if (!this.byText.delete(key) && this.byText.size >= PARSED_RECORDS_MAX) this.byText.delete(this.byText.keys().next().value as string);
     this.byText.set(key, { text, stored });
   }
 
