@@ -56,6 +56,11 @@ class AllocationPlan {
   private readonly known: Set<string>;
   /** Every allocation was read and the index is not complete: write it whole with this plan. */
   rebuildIndex = false;
+  /**
+   * Addresses this plan gave out that no allocation it read or made held: found free (in the index
+   * or the whole table). Their stored route intents are not read (see planServices).
+   */
+  readonly foundFree = new Set<string>();
 
   constructor(allocations: Map<string, Allocation>, serviceIps: Record<string, string>) {
     this.allocations = allocations;
@@ -126,6 +131,7 @@ class AllocationPlan {
       const fromStatus = result.fromStatus ? key : held?.fromStatus;
       this.allocations.set(result.ip, { ip: result.ip, pool: result.pool, services, ...(fromStatus !== undefined ? { fromStatus } : {}) });
       this.touchedIps.add(result.ip);
+      if (!this.known.has(result.ip)) this.foundFree.add(result.ip);
       this.known.add(result.ip);
       ips.push(result.ip);
       const takenBack = result.fromStatus === true && !currentAllocations.some((a) => a.ip === result.ip);
@@ -208,6 +214,39 @@ async function freeFromIndex(r: Reader, pools: readonly EipRecord[], take: numbe
   return new Map(bounds.map((b, i) => [b.pool.name, { first: b.first as number, last: b.last as number, offsets: lists[i] ?? [], complete: (lists[i]?.length ?? 0) < asked }]));
 }
 
+/**
+ * The lowest free addresses of the pools the batch's Service adds would search, asked with the
+ * batch's first reads instead of after them (one round trip less for an add): the pools are the
+ * Eips as this process last read them, a guess that `guessCovers` checks against the Eips read
+ * now. Asked for as many addresses as the batch has events, at least what its adds can take.
+ */
+function guessLowestFree(r: Reader, items: readonly ServiceEvent[], requests: readonly (string | undefined)[][]): Promise<Map<string, IndexFree> | undefined> | undefined {
+  const pools = r.allRecordsLastSeen('Eip');
+  if (pools === undefined) return undefined;
+  const searched = new Map<string, EipRecord>();
+  items.forEach((it, i) => {
+    if (it.event.action !== 'add' || it.record?.managed !== true || !requests[i]?.includes(undefined)) return;
+    for (const v of familyViews(it.record, pools, [])) {
+      const c = v.ok ? addressesConsulted(v.service, pools, undefined) : [];
+      if (!Array.isArray(c)) for (const p of c.lowestFreeIn) searched.set(p.name, p);
+    }
+  });
+  if (searched.size === 0) return undefined;
+  const guess = freeFromIndex(r, [...searched.values()], items.length);
+  guess.catch(() => undefined);
+  return guess;
+}
+
+/** The guessed free addresses when they answer for every pool searched, with the same bounds; else undefined. */
+function guessCovers(guess: Map<string, IndexFree> | undefined, searched: Iterable<EipRecord>): Map<string, IndexFree> | undefined {
+  if (guess === undefined) return undefined;
+  for (const pool of searched) {
+    const g = guess.get(pool.name);
+    if (g === undefined || g.first !== ipv4Number(pool.firstIp) || g.last !== ipv4Number(pool.lastIp)) return undefined;
+  }
+  return guess;
+}
+
 /** One stored allocation; a malformed one counts as absent, as `Reader.hashJson` skips it. */
 function parseAllocation(json: string | null): Allocation | undefined {
   if (json === null) return undefined;
@@ -218,16 +257,22 @@ function parseAllocation(json: string | null): Allocation | undefined {
   }
 }
 
+/** Stored route intents by IP, as read with the allocations (undefined: none stored). */
+type IntentsRead = Map<string, string | undefined>;
+
 /**
  * Route intents of the given IPs as they will be, compared with what is stored. Every read goes out
- * at once for all the IPs: a batch of Service events touches many.
+ * at once for all the IPs: a batch of Service events touches many. The stored intents already in
+ * `intentsRead` are not read again.
  */
-async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPlan | undefined, sliceOverride?: { service: string; sliceKey: string; slice: EndpointSliceRecord | undefined }): Promise<{ ip: string; json: string | undefined }[]> {
+async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPlan | undefined, opts: { intentsRead?: IntentsRead; sliceOverride?: { service: string; sliceKey: string; slice: EndpointSliceRecord | undefined } } = {}): Promise<{ ip: string; json: string | undefined }[]> {
   const k = r.keys;
+  const { intentsRead, sliceOverride } = opts;
   const list = [...ips];
   if (list.length === 0) return [];
+  const unread = intentsRead ? list.filter((ip) => !intentsRead.has(ip)) : list;
   // Sent now, read at the end: it travels with the reads below instead of after them.
-  const storedIntents = r.redis.hmget(k.intents(), ...list);
+  const storedIntents = unread.length > 0 ? r.redis.hmget(k.intents(), ...unread) : Promise.resolve([]);
   storedIntents.catch(() => undefined);
   const owners = plan ? list.map((ip) => plan.allocations.get(ip)?.services ?? []) : (await r.redis.hmget(k.allocations(), ...list)).map((v) => parseAllocation(v)?.services ?? []);
   const fromStore = [...new Set(owners.flat().filter((o) => !plan?.overrides.has(o)))];
@@ -250,13 +295,14 @@ async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPla
     if (bySlice && sliceOverride.slice) bySlice.set(sliceOverride.sliceKey, sliceOverride.slice);
     else if (bySlice) bySlice.delete(sliceOverride.sliceKey);
   }
-  const current = await storedIntents;
+  const current = new Map(intentsRead);
+  (await storedIntents).forEach((v, i) => current.set(unread[i] as string, v ?? undefined));
   const out: { ip: string; json: string | undefined }[] = [];
   list.forEach((ip, i) => {
     const managed = servicesOf[i] ?? [];
     const slices = local[i] ? managed.flatMap((s) => [...(slicesOf.get(s.key)?.values() ?? [])]) : [];
     const json = managed.length > 0 ? JSON.stringify(serviceIpIntent(ip, managed, slices)) : undefined;
-    if (json !== (current[i] ?? undefined)) out.push({ ip, json });
+    if (json !== current.get(ip)) out.push({ ip, json });
   });
   return out;
 }
@@ -332,6 +378,7 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
   // Independent reads go out together: every object, the pools, the Services' addresses.
   const indexComplete = mayNeedLowest ? r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE).then((v) => v !== null) : Promise.resolve(false);
   indexComplete.catch(() => undefined);
+  const guessedFree = mayNeedLowest ? guessLowestFree(r, items, requests) : undefined;
   const [objects, pools, storedIps, pending] = await Promise.all([
     r.redis.mget(keys.map((key) => k.object('Service', key))),
     r.allRecordsCached('Eip'),
@@ -355,7 +402,8 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
     const shown = it.record?.managed === true ? (it.record.ingressIps ?? []) : [];
     for (const ip of [...parseServiceIps(value), ...(requests[i] ?? []), ...shown]) if (ip !== undefined) fetched.add(ip);
   }
-  const allocations = await readAllocations(r, [...fetched], new Map());
+  const intentsRead: IntentsRead = new Map();
+  const allocations = await readAllocations(r, [...fetched], new Map(), intentsRead);
   const searched = new Map<string, EipRecord>();
   const consulted = new Set<string>();
   for (const i of applied) {
@@ -369,11 +417,11 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
       if (!Array.isArray(c)) for (const p of c.lowestFreeIn) searched.set(p.name, p);
     }
   }
-  await readAllocations(r, [...consulted].filter((ip) => !fetched.has(ip)), allocations);
+  await readAllocations(r, [...consulted].filter((ip) => !fetched.has(ip)), allocations, intentsRead);
   let plan: AllocationPlan;
   if (searched.size === 0) plan = new AllocationPlan(allocations, own);
   else {
-    const free = (await indexComplete) ? await freeFromIndex(r, [...searched.values()], applied.length) : undefined;
+    const free = (await indexComplete) ? (guessCovers(await guessedFree, searched.values()) ?? (await freeFromIndex(r, [...searched.values()], applied.length))) : undefined;
     if (free === undefined) plan = await AllocationPlan.load(r);
     else {
       plan = new AllocationPlan(allocations, own);
@@ -387,7 +435,10 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
     const it = items[i] as ServiceEvent;
     sentences.set(i, plan.assign(it.id.key, it.record, pools));
   }
-  const intents = await planIntents(r, plan.touchedIps, plan);
+  // An address found free holds no allocation, so a route intent stored there is a leftover that
+  // the new one replaces whatever it says: not read, one round trip less for a Service add.
+  for (const ip of plan.foundFree) if (!intentsRead.has(ip)) intentsRead.set(ip, undefined);
+  const intents = await planIntents(r, plan.touchedIps, plan, { intentsRead });
   for (const i of applied) {
     const it = items[i] as ServiceEvent;
     settled[i] = { ok: true, value: { outcome: 'applied', detail: `Service ${it.id.key}${it.record ? '' : ' deleted'}: ${sentences.get(i) ?? ''}` } };
@@ -406,13 +457,18 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
   };
 }
 
-/** The allocations at `ips` added to `into` (a malformed one counts as absent). */
-async function readAllocations(r: Reader, ips: readonly string[], into: Map<string, Allocation>): Promise<Map<string, Allocation>> {
+/**
+ * The allocations at `ips` added to `into` (a malformed one counts as absent), and the route
+ * intents stored at them to `intentsRead`, in the same round trip: planIntents needs no read of its
+ * own for an address released or kept.
+ */
+async function readAllocations(r: Reader, ips: readonly string[], into: Map<string, Allocation>, intentsRead: IntentsRead): Promise<Map<string, Allocation>> {
   if (ips.length === 0) return into;
-  const values = await r.redis.hmget(r.keys.allocations(), ...ips);
+  const [values, intents] = await Promise.all([r.redis.hmget(r.keys.allocations(), ...ips), r.redis.hmget(r.keys.intents(), ...ips)]);
   ips.forEach((ip, i) => {
     const a = parseAllocation(values[i] ?? null);
     if (a) into.set(ip, a);
+    intentsRead.set(ip, intents[i] ?? undefined);
   });
   return into;
 }
@@ -431,7 +487,7 @@ async function handleSlice(event: KubeEvent, { store, journal }: FunctionDeps, i
     const intents: { ip: string; json: string | undefined }[] = [];
     for (const s of services) {
       const ips = parseServiceIps(await r.redis.hget(k.serviceIps(), s));
-      if (ips.length > 0) intents.push(...(await planIntents(r, ips, undefined, { service: s, sliceKey: id.key, slice: record?.service === s ? record : undefined })));
+      if (ips.length > 0) intents.push(...(await planIntents(r, ips, undefined, { sliceOverride: { service: s, sliceKey: id.key, slice: record?.service === s ? record : undefined } })));
     }
     return {
       result: { outcome: 'applied', detail: `EndpointSlice ${id.key}${deleting ? ' deleted' : `: ready endpoints on ${record?.readyNodes.length ? record.readyNodes.join(', ') : 'no node'}`}` },

@@ -273,6 +273,14 @@ export class RecordCache {
     return entry.records.slice() as Extract<KubeRecord, { kind: K }>[];
   }
 
+  /**
+   * The records last kept for `set`, whatever token they were read under: a guess, for a read to
+   * send ahead and check against the records read under the current token, never an answer.
+   */
+  lastSeen<K extends Kind>(_kind: K, set: string): readonly Extract<KubeRecord, { kind: K }>[] | undefined {
+    return this.bySet.get(set)?.records as readonly Extract<KubeRecord, { kind: K }>[] | undefined;
+  }
+
   /** The records are frozen: a handler that changed one would change every later event's view. */
   set(set: string, token: string | null, records: readonly KubeRecord[]): void {
     if (token === null) return;
@@ -351,6 +359,11 @@ export class Reader {
    */
   async allRecordsCached<K extends Kind>(kind: K): Promise<Extract<KubeRecord, { kind: K }>[]> {
     return this.listedRecordsCached(kind, this.keys.index(kind));
+  }
+
+  /** The records of a kind `allRecordsCached` returned last, or none: see RecordCache.lastSeen. */
+  allRecordsLastSeen<K extends Kind>(kind: K): readonly Extract<KubeRecord, { kind: K }>[] | undefined {
+    return this.cache.lastSeen(kind, this.keys.index(kind));
   }
 
   /** The speaker Nodes, sorted by name, as `allRecordsCached` reads a kind: their reads skipped while no Node was written. */
