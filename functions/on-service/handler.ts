@@ -260,14 +260,17 @@ function parseAllocation(json: string | null): Allocation | undefined {
 /** Stored route intents by IP, as read with the allocations (undefined: none stored). */
 type IntentsRead = Map<string, string | undefined>;
 
+/** EndpointSlices by Service (Keys.serviceEndpoints), read before planIntents asks for them. */
+type SlicesAhead = ReadonlyMap<string, Promise<Map<string, EndpointSliceRecord>>>;
+
 /**
  * Route intents of the given IPs as they will be, compared with what is stored. Every read goes out
  * at once for all the IPs: a batch of Service events touches many. The stored intents already in
  * `intentsRead` are not read again.
  */
-async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPlan | undefined, opts: { intentsRead?: IntentsRead; sliceOverride?: { service: string; sliceKey: string; slice: EndpointSliceRecord | undefined } } = {}): Promise<{ ip: string; json: string | undefined }[]> {
+async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPlan | undefined, opts: { intentsRead?: IntentsRead; slicesAhead?: SlicesAhead; sliceOverride?: { service: string; sliceKey: string; slice: EndpointSliceRecord | undefined } } = {}): Promise<{ ip: string; json: string | undefined }[]> {
   const k = r.keys;
-  const { intentsRead, sliceOverride } = opts;
+  const { intentsRead, slicesAhead, sliceOverride } = opts;
   const list = [...ips];
   if (list.length === 0) return [];
   const unread = intentsRead ? list.filter((ip) => !intentsRead.has(ip)) : list;
@@ -288,7 +291,7 @@ async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPla
   // serviceIpIntent reads slices only when every Service of the IP is Local: no reads otherwise.
   const local = servicesOf.map((managed) => managed.length > 0 && managed.every((s) => s.externalTrafficPolicy === 'Local'));
   const sliced = [...new Set(servicesOf.flatMap((managed, i) => (local[i] ? managed.map((s) => s.key) : [])))];
-  const slicesRead = await Promise.all(sliced.map((key) => r.hashJson<EndpointSliceRecord>(k.serviceEndpoints(key))));
+  const slicesRead = await Promise.all(sliced.map((key) => slicesAhead?.get(key) ?? r.hashJson<EndpointSliceRecord>(k.serviceEndpoints(key))));
   const slicesOf = new Map(sliced.map((key, i) => [key, slicesRead[i] as Map<string, EndpointSliceRecord>]));
   if (sliceOverride !== undefined) {
     const bySlice = slicesOf.get(sliceOverride.service);
@@ -379,6 +382,9 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
   const indexComplete = mayNeedLowest ? r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE).then((v) => v !== null) : Promise.resolve(false);
   indexComplete.catch(() => undefined);
   const guessedFree = mayNeedLowest ? guessLowestFree(r, items, requests) : undefined;
+  // A Local Service's route follows its endpoints: they go with the first reads, not after the allocations.
+  const slicesAhead: SlicesAhead = new Map(items.flatMap((it) => (it.record?.managed === true && it.record.externalTrafficPolicy === 'Local' ? [[it.id.key, r.hashJson<EndpointSliceRecord>(k.serviceEndpoints(it.id.key))] as const] : [])));
+  for (const read of slicesAhead.values()) read.catch(() => undefined);
   const [objects, pools, storedIps, pending] = await Promise.all([
     r.redis.mget(keys.map((key) => k.object('Service', key))),
     r.allRecordsCached('Eip'),
@@ -438,7 +444,7 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
   // An address found free holds no allocation, so a route intent stored there is a leftover that
   // the new one replaces whatever it says: not read, one round trip less for a Service add.
   for (const ip of plan.foundFree) if (!intentsRead.has(ip)) intentsRead.set(ip, undefined);
-  const intents = await planIntents(r, plan.touchedIps, plan, { intentsRead });
+  const intents = await planIntents(r, plan.touchedIps, plan, { intentsRead, slicesAhead });
   for (const i of applied) {
     const it = items[i] as ServiceEvent;
     settled[i] = { ok: true, value: { outcome: 'applied', detail: `Service ${it.id.key}${it.record ? '' : ' deleted'}: ${sentences.get(i) ?? ''}` } };

@@ -67,7 +67,6 @@ describe('PorterLB multi-router example', () => {
 
   it('announces an externalTrafficPolicy Local Service only from nodes with ready endpoints', async () => {
     await applyExample();
-    const local = service({ name: 'web', requestedIp: '172.22.0.2', externalTrafficPolicy: 'Local' });
     await send(fns, 'add', eip({ name: 'pool-b', address: '198.51.100.0/28' }));
     const svc = service({ name: 'local-web', pool: 'pool-b', externalTrafficPolicy: 'Local' });
     expect((await send(fns, 'add', svc)).outcome).toBe('applied');
@@ -81,7 +80,16 @@ describe('PorterLB multi-router example', () => {
     state = await stateJson(redis.url);
     expect(state.racks.leaf1?.routes[`${ip}/32`]).toBeUndefined();
     expect(state.racks.leaf2?.routes[`${ip}/32`]).toEqual(['192.168.1.2']);
-    void local;
+    // A Service event computes the route from the endpoints stored before it, whatever it changes.
+    const cluster = service({ name: 'local-web', pool: 'pool-b', externalTrafficPolicy: 'Cluster', resourceVersion: '2' });
+    expect((await send(fns, 'update', cluster)).outcome).toBe('applied');
+    state = await stateJson(redis.url);
+    expect(state.racks.leaf1?.routes[`${ip}/32`]).toEqual(['192.168.0.3', '192.168.0.4']);
+    const localAgain = service({ name: 'local-web', pool: 'pool-b', externalTrafficPolicy: 'Local', resourceVersion: '3', labels: { tier: 'web' } });
+    expect((await send(fns, 'update', localAgain)).outcome).toBe('applied');
+    state = await stateJson(redis.url);
+    expect(state.racks.leaf1?.routes[`${ip}/32`]).toBeUndefined();
+    expect(state.racks.leaf2?.routes[`${ip}/32`]).toEqual(['192.168.1.2']);
   });
 
   it('takes a NotReady node out of its rack and withdraws a deleted Service', async () => {
