@@ -256,10 +256,26 @@ export async function processPid(node: string, which: 'speaker' | 'gobgpd'): Pro
 }
 
 /**
+ * Changes to the nodes' processes, one at a time within this process. A restart leaves a node with
+ * no live speaker between the kill and the start; a syncSpeakers in between (the fault test runs
+ * both at once) would start a second one, which dies on the metrics port the first one then takes.
+ */
+let processChanges: Promise<unknown> = Promise.resolve();
+function oneProcessChangeAtATime<T>(change: () => Promise<T>): Promise<T> {
+  const next = processChanges.then(change, change);
+  processChanges = next.catch(() => undefined);
+  return next;
+}
+
+/**
  * Starts gobgpd and a speaker on every node carrying the placement label, and stops them where
  * it is gone: what the scheduler does for a Deployment with nodeSelector lb.kubesphere.io/v1alpha1=porter.
  */
-export async function syncSpeakers(state: LabState, say: Say = () => undefined): Promise<void> {
+export function syncSpeakers(state: LabState, say: Say = () => undefined): Promise<void> {
+  return oneProcessChangeAtATime(() => scheduleSpeakers(state, say));
+}
+
+async function scheduleSpeakers(state: LabState, say: Say): Promise<void> {
   const api = new LabApiServer(state.functions);
   for (const n of labNodes(state)) {
     const obj = api.get('Node', n.name);
@@ -280,7 +296,11 @@ export async function syncSpeakers(state: LabState, say: Say = () => undefined):
 }
 
 /** `racklb lab restart NODE speaker|gobgpd`: SIGKILL, then start again. */
-export async function restartProcess(node: string, which: 'speaker' | 'gobgpd'): Promise<{ killed: number | undefined; started: number | undefined }> {
+export function restartProcess(node: string, which: 'speaker' | 'gobgpd'): Promise<{ killed: number | undefined; started: number | undefined }> {
+  return oneProcessChangeAtATime(() => killAndStart(node, which));
+}
+
+async function killAndStart(node: string, which: 'speaker' | 'gobgpd'): Promise<{ killed: number | undefined; started: number | undefined }> {
   const state = readLabState();
   if (!labNodes(state).some((n) => n.name === node)) throw new RacklbError('RACKLB_USAGE', `node ${JSON.stringify(node)} is not in the lab's topology`);
   const killed = await processPid(node, which);
