@@ -1,5 +1,6 @@
 /** `racklb speaker`: runs one speaker beside its gobgpd until SIGTERM. */
 import { createServer } from 'node:http';
+import { collectDefaultMetrics } from 'prom-client';
 import { GobgpClient } from '../src/gobgp/client.js';
 import { createLogger } from '../src/log.js';
 import { Store } from '../src/store/store.js';
@@ -21,6 +22,9 @@ export async function runSpeaker(opts: SpeakerMainOptions): Promise<void> {
   await store.connect().catch((err: unknown) => logger.warn({ err: String(err) }, 'Redis not reachable yet; will keep trying'));
   const gobgp = new GobgpClient(opts.gobgp, { logger });
   const metrics = createSpeakerMetrics();
+  // The process's own figures (resident memory, V8 heap by space, GC pauses): the speaker has a
+  // memory target (docs/performance.md), and its heap swings with bursts of route changes.
+  collectDefaultMetrics({ register: metrics.registry });
   const speaker = new Speaker({ node: opts.node, store, gobgp, logger, metrics });
 
   let server: ReturnType<typeof createServer> | undefined;

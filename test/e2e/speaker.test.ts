@@ -183,10 +183,13 @@ describe.skipIf(!isRoot())('speaker against real routers (three racks)', () => {
     expect(readFileSync(`${labDir('n1a')}/speaker.log`, 'utf8')).toContain('malformed record in Redis');
   }, 60_000);
 
-  it('serves Prometheus metrics: sessions up and paths announced', async () => {
+  it('serves Prometheus metrics: sessions up, paths announced and its own memory', async () => {
     const { stdout } = await runCommand('ip', ['netns', 'exec', netnsName('n1a'), process.execPath, '-e', `fetch('http://127.0.0.1:${SPEAKER_METRICS_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`]);
     expect(stdout).toMatch(/^racklb_speaker_sessions_up 1$/m);
     expect(stdout).toMatch(/^racklb_speaker_paths_announced [1-9]\d*$/m);
+    // The process's own memory, as an operator watching the speaker's memory target reads it.
+    expect(stdout).toMatch(/^process_resident_memory_bytes [1-9]\d*$/m);
+    expect(stdout).toMatch(/^nodejs_heap_size_used_bytes [1-9]\d*$/m);
     expect(stdout).toContain('racklb_speaker_reconcile_seconds_bucket');
   }, 30_000);
 
