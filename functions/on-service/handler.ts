@@ -247,6 +247,18 @@ function guessCovers(guess: Map<string, IndexFree> | undefined, searched: Iterab
   return guess;
 }
 
+/** A Local Service's route follows its endpoints: they go with the batch's first reads, not after the allocations. */
+function readSlicesOfLocal(r: Reader, items: readonly ServiceEvent[]): SlicesAhead {
+  const reads = new Map<string, Promise<Map<string, EndpointSliceRecord>>>();
+  for (const it of items) {
+    if (it.record?.managed !== true || it.record.externalTrafficPolicy !== 'Local') continue;
+    const read = r.hashJson<EndpointSliceRecord>(r.keys.serviceEndpoints(it.id.key));
+    read.catch(() => undefined);
+    reads.set(it.id.key, read);
+  }
+  return reads;
+}
+
 /** One stored allocation; a malformed one counts as absent, as `Reader.hashJson` skips it. */
 function parseAllocation(json: string | null): Allocation | undefined {
   if (json === null) return undefined;
@@ -382,9 +394,7 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
   const indexComplete = mayNeedLowest ? r.redis.zscore(k.allocationIndex(), ALLOCATION_INDEX_COMPLETE).then((v) => v !== null) : Promise.resolve(false);
   indexComplete.catch(() => undefined);
   const guessedFree = mayNeedLowest ? guessLowestFree(r, items, requests) : undefined;
-  // A Local Service's route follows its endpoints: they go with the first reads, not after the allocations.
-  const slicesAhead: SlicesAhead = new Map(items.flatMap((it) => (it.record?.managed === true && it.record.externalTrafficPolicy === 'Local' ? [[it.id.key, r.hashJson<EndpointSliceRecord>(k.serviceEndpoints(it.id.key))] as const] : [])));
-  for (const read of slicesAhead.values()) read.catch(() => undefined);
+  const slicesAhead = readSlicesOfLocal(r, items);
   const [objects, pools, storedIps, pending] = await Promise.all([
     r.redis.mget(keys.map((key) => k.object('Service', key))),
     r.allRecordsCached('Eip'),
