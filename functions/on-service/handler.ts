@@ -214,6 +214,22 @@ async function freeFromIndex(r: Reader, pools: readonly EipRecord[], take: numbe
   return new Map(bounds.map((b, i) => [b.pool.name, { first: b.first as number, last: b.last as number, offsets: lists[i] ?? [], complete: (lists[i]?.length ?? 0) < asked }]));
 }
 
+/** What `allocate` looks at for a Service, every family of it together (see addressesConsulted). */
+function consultedBy(record: ServiceRecord, pools: readonly EipRecord[], current: readonly Allocation[]): { addresses: string[]; lowestFreeIn: EipRecord[] } {
+  const addresses: string[] = [];
+  const lowestFreeIn: EipRecord[] = [];
+  for (const v of familyViews(record, pools, current)) {
+    if (!v.ok) continue;
+    const c = addressesConsulted(v.service, pools, v.current);
+    if (Array.isArray(c)) addresses.push(...c);
+    else {
+      addresses.push(...c.addresses);
+      lowestFreeIn.push(...c.lowestFreeIn);
+    }
+  }
+  return { addresses, lowestFreeIn };
+}
+
 /**
  * The lowest free addresses of the pools the batch's Service adds would search, asked with the
  * batch's first reads instead of after them (one round trip less for an add): the pools are the
@@ -226,10 +242,7 @@ function guessLowestFree(r: Reader, items: readonly ServiceEvent[], requests: re
   const searched = new Map<string, EipRecord>();
   items.forEach((it, i) => {
     if (it.event.action !== 'add' || it.record?.managed !== true || !requests[i]?.includes(undefined)) return;
-    for (const v of familyViews(it.record, pools, [])) {
-      const c = v.ok ? addressesConsulted(v.service, pools, undefined) : [];
-      if (!Array.isArray(c)) for (const p of c.lowestFreeIn) searched.set(p.name, p);
-    }
+    for (const p of consultedBy(it.record, pools, []).lowestFreeIn) searched.set(p.name, p);
   });
   if (searched.size === 0) return undefined;
   const guess = freeFromIndex(r, [...searched.values()], items.length);
@@ -426,12 +439,9 @@ async function planServices(r: Reader, items: readonly ServiceEvent[]): Promise<
     const it = items[i] as ServiceEvent;
     if (!it.record) continue;
     const current = parseServiceIps(own[it.id.key]).flatMap((ip) => allocations.get(ip) ?? []);
-    for (const v of familyViews(it.record, pools, current)) {
-      if (!v.ok) continue;
-      const c = addressesConsulted(v.service, pools, v.current);
-      for (const ip of Array.isArray(c) ? c : c.addresses) consulted.add(ip);
-      if (!Array.isArray(c)) for (const p of c.lowestFreeIn) searched.set(p.name, p);
-    }
+    const c = consultedBy(it.record, pools, current);
+    for (const ip of c.addresses) consulted.add(ip);
+    for (const p of c.lowestFreeIn) searched.set(p.name, p);
   }
   await readAllocations(r, [...consulted].filter((ip) => !fetched.has(ip)), allocations, intentsRead);
   let plan: AllocationPlan;
