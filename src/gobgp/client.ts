@@ -541,7 +541,7 @@ export class GobgpClient {
     // Every path is checked before anything is sent; messages are packed as the stream takes them,
     // so 30,000 paths after a gobgpd restart are never all packed at once.
     paths.forEach((p, i) => this.checkPath(p, `paths[${i}]`));
-    await this.pathStream('addPaths', paths.length, (from, to) => paths.slice(from, to).map((p) => this.packPath(p, false)));
+    await this.pathStream('addPaths', paths, (p) => this.packPath(p, false));
   }
 
   /**
@@ -550,9 +550,14 @@ export class GobgpClient {
    */
   async deletePaths(paths: readonly GobgpPath[]): Promise<void> {
     if (paths.length === 0) return;
-    const encoded = paths.map((p, i) => this.encodePath(p, true, `paths[${i}]`));
-    for (const e of encoded) assertPathSet(e);
-    await this.pathStream('deletePaths', encoded.length, (from, to) => encoded.slice(from, to));
+    // Checked first and packed as the stream takes them, like addPaths: a withdrawal of every
+    // Service of an Eip is 30,000 paths per speaker.
+    paths.forEach((p, i) => this.checkPath(p, `paths[${i}]`));
+    await this.pathStream('deletePaths', paths, (p) => {
+      const message = this.packPath(p, true);
+      assertPathSet(message);
+      return message;
+    });
   }
 
   /**
@@ -656,8 +661,16 @@ export class GobgpClient {
     });
   }
 
-  /** gobgpd answers an AddPathStream only when it closes, and one bad path fails all of it. */
-  private pathStream(what: string, count: number, chunkAt: (from: number, to: number) => Record<string, unknown>[]): Promise<void> {
+  /**
+   * gobgpd answers an AddPathStream only when it closes. It applies each message as it arrives and
+   * stops at the first bad path, keeping the messages before it: hence every path is checked before
+   * the first is sent. Paths are packed a message at a time as the stream takes them. Packing runs
+   * from the stream's 'drain' handler, where a throw would take the process down, so a path that
+   * cannot be packed cancels the call and rejects. What was sent before stays, as after any failed
+   * call; the speaker then reads gobgpd's table again and retries (speaker/speaker.ts, reconcile).
+   */
+  private pathStream(what: string, paths: readonly GobgpPath[], pack: (path: GobgpPath) => Record<string, unknown>): Promise<void> {
+    const count = paths.length;
     const method = this.method<ClientStreamCall>('AddPathStream');
     const started = Date.now();
     return new Promise<void>((resolve, reject) => {
@@ -672,7 +685,14 @@ export class GobgpClient {
       let next = 0;
       const pump = (): void => {
         while (next < count) {
-          const chunk = chunkAt(next, Math.min(next + PATHS_PER_MESSAGE, count));
+          let chunk: Record<string, unknown>[];
+          try {
+            chunk = paths.slice(next, Math.min(next + PATHS_PER_MESSAGE, count)).map(pack);
+          } catch (err) {
+            reject(gobgpError(`AddPathStream (${what}, ${count} paths)`, err));
+            call.cancel();
+            return;
+          }
           next += chunk.length;
           if (!call.write({ table_type: 'GLOBAL', vrf_id: '', paths: chunk })) {
             call.once('drain', pump);
@@ -693,11 +713,6 @@ export class GobgpClient {
       this.nextHopAnys.set(nextHop, any);
     }
     return any;
-  }
-
-  private encodePath(path: GobgpPath, withdraw: boolean, field: string): Record<string, unknown> {
-    this.checkPath(path, field);
-    return this.packPath(path, withdraw);
   }
 
   private checkPath(path: GobgpPath, field: string): void {

@@ -135,7 +135,21 @@ describe('GobgpClient without gobgpd', () => {
         await expect(client.addPaths([p])).rejects.toSatisfy((e) => isRacklbError(e, 'RACKLB_INVALID_FIELD'));
         await expect(client.deletePaths([p])).rejects.toSatisfy((e) => isRacklbError(e, 'RACKLB_INVALID_FIELD'));
       }
-      expect(calls).toEqual([]);
+      // gobgpd keeps the messages of a stream before a bad one. On a connected channel, 10,000 good
+      // paths are 100 messages, more than the call buffers before it waits for 'drain', so checking
+      // as the stream takes them would send the first ones: the bad last path must stop the call
+      // before its first message, and be named by its index.
+      await client.waitReady(2000);
+      const good = Array.from({ length: 10_000 }, (_, i) => v4(`198.18.${i >> 8}.${i & 255}/32`, 1, '10.9.0.1'));
+      const lastBad = [...good, v4('192.0.2.1/32', 1, '2001:db8::1')];
+      await expect(client.addPaths(lastBad)).rejects.toThrow(/paths\[10000\]\.nextHop/);
+      await expect(client.deletePaths(lastBad)).rejects.toThrow(/paths\[10000\]\.nextHop/);
+      // A good call after them on the same connection: once it is answered, the server has seen
+      // every stream opened before it.
+      streamed.length = 0;
+      await client.addPaths([good[0] as GobgpPath]);
+      expect(calls).toEqual(['AddPathStream']);
+      expect(streamed.map((m) => m.paths.length)).toEqual([1]);
     } finally {
       client.close();
     }
