@@ -49,6 +49,7 @@ export function registerServe(program: Command): void {
         host: opts.host,
         port: opts.port,
         bodyLimit: opts.bodyLimit,
+        processMetrics: true,
         ...(opts.rateLimit > 0 ? { rateLimit: { perSecond: opts.rateLimit, ...(opts.rateBurst === undefined ? {} : { burst: opts.rateBurst }) } } : {}),
         webhooks: { ...(secret === undefined ? {} : { secret }), allowUnsigned: opts.allowUnsignedWebhooks === true, toleranceSeconds: opts.webhookTolerance },
       });

@@ -221,6 +221,22 @@ describe('the functions\' HTTP front', () => {
     await expect(request(`http://127.0.0.1:${port}/health/liveness`)).rejects.toThrow(/ECONNREFUSED/);
   }, 30_000);
 
+  it('exports on /metrics what it handled and the process\'s own figures', async () => {
+    const port = await freePort();
+    racklb('metrics-fn', ['serve', 'on-node-label', '--port', String(port), '--redis', redis.url]);
+    const url = `http://127.0.0.1:${port}/`;
+    await ready(url);
+    // Rejected, so that it stores no node: the next test counts them.
+    expect((await post(url, 'add', { ...node({ name: 'metered', ip: '192.0.2.90' }), kind: 'Service' })).status).toBe(400);
+    const metrics = await (await request(`${url}metrics`)).body.text();
+    expect(metrics).toMatch(/racklb_function_events_total\{function="on-node-label",outcome="rejected"\} 1\n/);
+    // A function pod's memory and event loop, where Knative and KEDA users look for them.
+    const rss = Number(/^process_resident_memory_bytes (\d+)/m.exec(metrics)?.[1]);
+    expect(rss).toBeGreaterThan(20 * 2 ** 20);
+    expect(Number(/^nodejs_heap_size_used_bytes (\d+)/m.exec(metrics)?.[1])).toBeGreaterThan(0);
+    expect(metrics).toMatch(/^nodejs_eventloop_lag_p99_seconds /m);
+  }, 30_000);
+
   it('limits the request rate: 429 with Retry-After over the limit, health and metrics unaffected', async () => {
     const port = await freePort();
     racklb('limited-fn', ['serve', 'on-node-label', '--port', String(port), '--redis', redis.url, '--rate-limit', '2', '--rate-burst', '5']);
