@@ -1,7 +1,7 @@
 /** `racklb speaker`: runs one speaker beside its gobgpd until SIGTERM. */
-import { createServer } from 'node:http';
 import { collectDefaultMetrics } from 'prom-client';
 import { GobgpClient } from '../src/gobgp/client.js';
+import { serveOps } from '../src/k8s/ops.js';
 import { createLogger } from '../src/log.js';
 import { Store } from '../src/store/store.js';
 import { createSpeakerMetrics } from './metrics.js';
@@ -27,24 +27,7 @@ export async function runSpeaker(opts: SpeakerMainOptions): Promise<void> {
   collectDefaultMetrics({ register: metrics.registry });
   const speaker = new Speaker({ node: opts.node, store, gobgp, logger, metrics });
 
-  let server: ReturnType<typeof createServer> | undefined;
-  if (opts.metricsPort !== undefined) {
-    server = createServer((req, res) => {
-      if (req.url === '/metrics') {
-        void metrics.registry.metrics().then((text) => {
-          res.writeHead(200, { 'content-type': metrics.registry.contentType });
-          res.end(text);
-        });
-      } else if (req.url === '/health/readiness') {
-        res.writeHead(speaker.isInSync() ? 200 : 503).end();
-      } else if (req.url === '/health/liveness') {
-        res.writeHead(200).end();
-      } else {
-        res.writeHead(404).end();
-      }
-    });
-    server.listen(opts.metricsPort, opts.metricsHost);
-  }
+  const ops = opts.metricsPort === undefined ? undefined : await serveOps(metrics.registry, () => speaker.isInSync(), opts.metricsHost, opts.metricsPort);
 
   await speaker.start();
   logger.info({ gobgp: opts.gobgp }, 'speaker started');
@@ -54,7 +37,7 @@ export async function runSpeaker(opts: SpeakerMainOptions): Promise<void> {
   });
   // Stopping leaves gobgpd as it is: routes stay announced while a new speaker takes over.
   await speaker.stop();
-  server?.close();
+  await ops?.close();
   gobgp.close();
   await store.close();
 }

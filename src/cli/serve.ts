@@ -3,7 +3,9 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { FUNCTIONS, FUNCTION_NAMES } from '../functions.js';
 import { createLogger } from '../log.js';
 import { serveFunction, DEFAULT_BODY_LIMIT } from '../serve/http.js';
-import { consumeStream } from '../serve/stream.js';
+import { serveOps } from '../k8s/ops.js';
+import { functionMetrics } from '../serve/metrics.js';
+import { consumeStream, StreamConsumerHealth } from '../serve/stream.js';
 import { DEFAULT_TOLERANCE_SECONDS, loadWebhookSecret } from '../serve/webhook.js';
 import type { FunctionName } from '../store/keys.js';
 import { Store } from '../store/store.js';
@@ -24,10 +26,13 @@ export function registerServe(program: Command): void {
     .option('--rate-burst <requests>', 'largest burst above --rate-limit (default: one second\'s worth)', parseRate)
     .addOption(new Option('--from-stream', 'consume the function\'s Redis stream instead of serving HTTP (KEDA)'))
     .option('--consumer <name>', 'consumer name in the stream\'s group', hostname())
+    .option('--metrics-port <n>', 'with --from-stream: serve /metrics and /health/* on this port', parsePort)
+    .option('--metrics-host <address>', 'with --from-stream: address for /metrics', '127.0.0.1')
     .option('--allow-unsigned-webhooks', 'accept plain JSON webhooks and POST /resync without a signature when no webhook secret is set (trusted networks only)')
     .option('--webhook-tolerance <seconds>', 'how far a signed webhook\'s timestamp may be from this clock', parseTolerance, DEFAULT_TOLERANCE_SECONDS)
-    .action(async (fn: FunctionName, opts: { port: number; host: string; redis?: string; prefix: string; bodyLimit: number; fromStream?: boolean; consumer: string; allowUnsignedWebhooks?: boolean; webhookTolerance: number; rateLimit: number; rateBurst?: number }) => {
+    .action(async (fn: FunctionName, opts: { port: number; host: string; redis?: string; prefix: string; bodyLimit: number; fromStream?: boolean; consumer: string; metricsPort?: number; metricsHost: string; allowUnsignedWebhooks?: boolean; webhookTolerance: number; rateLimit: number; rateBurst?: number }) => {
       if (!opts.redis) throw new RacklbError('RACKLB_USAGE', '--redis is required (or set RACKLB_REDIS_URL)');
+      if (opts.metricsPort !== undefined && !opts.fromStream) throw new RacklbError('RACKLB_USAGE', '--metrics-port: only with --from-stream; over HTTP, /metrics and /health/* are on --port');
       // The secret comes from the environment or a mounted file only, never from argv.
       const secret = loadWebhookSecret();
       if (secret !== undefined && opts.allowUnsignedWebhooks) throw new RacklbError('RACKLB_USAGE', '--allow-unsigned-webhooks: cannot be combined with a webhook secret (a secret means every webhook is signed)');
@@ -40,9 +45,17 @@ export function registerServe(program: Command): void {
       process.once('SIGTERM', shutdown);
       process.once('SIGINT', shutdown);
       if (opts.fromStream) {
-        logger.info({ stream: store.keys.eventStream(fn), consumer: opts.consumer }, 'consuming stream');
-        await consumeStream(def, { store, logger }, { consumer: opts.consumer, signal: stop.signal });
-        await store.close();
+        // No HTTP front here, so the metrics and the probes get a port of their own, as the bridge's do.
+        const metrics = functionMetrics(def, store, { processMetrics: true });
+        const health = new StreamConsumerHealth();
+        const ops = opts.metricsPort === undefined ? undefined : await serveOps(metrics.registry, () => health.ready, opts.metricsHost, opts.metricsPort, () => health.live());
+        logger.info({ stream: store.keys.eventStream(fn), consumer: opts.consumer, metrics: ops?.url }, 'consuming stream');
+        try {
+          await consumeStream(def, { store, logger }, { consumer: opts.consumer, signal: stop.signal, metrics, health });
+        } finally {
+          await ops?.close();
+          await store.close();
+        }
         return;
       }
       const server = await serveFunction(def, { store, logger }, {

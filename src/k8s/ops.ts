@@ -11,7 +11,8 @@ export interface OpsServer {
   close(): Promise<void>;
 }
 
-export async function serveOps(registry: Registry, ready: () => boolean, host: string, port: number): Promise<OpsServer> {
+/** `live` answers /health/liveness; a process that only ever fails by exiting leaves it out. */
+export async function serveOps(registry: Registry, ready: () => boolean, host: string, port: number, live: () => boolean = () => true): Promise<OpsServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/metrics') {
@@ -20,7 +21,7 @@ export async function serveOps(registry: Registry, ready: () => boolean, host: s
         (err: unknown) => res.writeHead(500).end(String(err)),
       );
     } else if (path === '/health/liveness') {
-      res.writeHead(200).end();
+      res.writeHead(live() ? 200 : 503).end();
     } else if (path === '/health/readiness') {
       res.writeHead(ready() ? 200 : 503).end();
     } else {

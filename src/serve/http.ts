@@ -10,12 +10,11 @@
  */
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { invalidEvent, isRacklbError } from '../errors.js';
-import type { BatchStats } from '../store/group-commit.js';
 import { decodeHttpEvent, decodeWatchEvent } from '../events/codec.js';
 import { journalRejectedEnvelope, runHandler, type FunctionDefinition, type FunctionDeps } from './handler.js';
 import { answerResync } from './resync.js';
+import { functionMetrics } from './metrics.js';
 import { bucketFor, type RateLimit } from './ratelimit.js';
 import { authenticateWebhook, isCloudEventRequest, type WebhookOptions } from './webhook.js';
 
@@ -29,11 +28,7 @@ export interface ServeOptions {
   webhooks?: WebhookOptions;
   /** Requests a second on POST routes (ratelimit.ts); unlimited when unset. */
   rateLimit?: RateLimit;
-  /**
-   * The process's own figures on /metrics too (resident memory, heap, GC, event loop lag): for a
-   * process that serves this one function, as `racklb serve` does. Off for servers that share a
-   * process (the tests), whose figures would not be the function's.
-   */
+  /** The process's own figures on /metrics too (src/serve/metrics.ts). */
   processMetrics?: boolean;
 }
 
@@ -95,69 +90,7 @@ function answer(res: ServerResponse, status: number, headers: Record<string, str
 export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps, opts: ServeOptions): Promise<FunctionServer> {
   const limit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const bucket = bucketFor(opts.rateLimit);
-  const registry = new Registry();
-  // A GC observer callback per collection: 20 to 60 a second under the throughput benchmark's load,
-  // against 3,000 to 6,000 events.
-  if (opts.processMetrics) collectDefaultMetrics({ register: registry });
-  const events = new Counter({ name: 'racklb_function_events_total', help: 'Events handled, by outcome', labelNames: ['function', 'outcome'], registers: [registry] });
-  const latency = new Histogram({
-    name: 'racklb_function_event_seconds',
-    help: 'Time from request to answer',
-    labelNames: ['function'],
-    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1],
-    registers: [registry],
-  });
-
-  // What group commit took together (src/store/group-commit.ts): events / batches is the mean
-  // batch; 1 means every event had a transaction of its own.
-  const batchStats = (): BatchStats => {
-    const all = def.batches?.(deps.store) ?? [];
-    return { batches: all.reduce((n, b) => n + b.stats.batches, 0), items: all.reduce((n, b) => n + b.stats.items, 0), largest: Math.max(0, ...all.map((b) => b.stats.largest)) };
-  };
-  new Counter({
-    name: 'racklb_function_batches_total',
-    help: 'Transactions that decided a batch of events (group commit)',
-    labelNames: ['function'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc({ function: def.name }, batchStats().batches);
-    },
-  });
-  new Counter({
-    name: 'racklb_function_batched_events_total',
-    help: 'Events decided in batches (group commit)',
-    labelNames: ['function'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc({ function: def.name }, batchStats().items);
-    },
-  });
-  new Gauge({
-    name: 'racklb_function_batch_largest_events',
-    help: 'The most events one batch has decided since the process started',
-    labelNames: ['function'],
-    registers: [registry],
-    collect() {
-      this.set({ function: def.name }, batchStats().largest);
-    },
-  });
-
-  // Reads of the Eips, BgpPeers or speaker Nodes answered from memory because their kind's epoch
-  // token had not moved (RecordCache, docs/state.md); misses are the reads after a write of the
-  // kind, or the first.
-  new Counter({
-    name: 'racklb_function_record_cache_reads_total',
-    help: 'Reads of every Eip, every BgpPeer or the speaker Nodes, by whether the in-memory copy was current (hit) or read from Redis (miss)',
-    labelNames: ['function', 'result'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc({ function: def.name, result: 'hit' }, deps.store.recordCache.hits);
-      this.inc({ function: def.name, result: 'miss' }, deps.store.recordCache.misses);
-    },
-  });
+  const metrics = functionMetrics(def, deps.store, { processMetrics: opts.processMetrics === true });
 
   const server = createServer((req, res) => {
     void handleRequest(req, res).catch((err: unknown) => {
@@ -190,8 +123,8 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
       }
     }
     if (req.method === 'GET' && path === '/metrics') {
-      const text = await registry.metrics();
-      res.writeHead(200, { 'content-type': registry.contentType });
+      const text = await metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': metrics.registry.contentType });
       res.end(text);
       return;
     }
@@ -199,18 +132,18 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
     if (req.method !== 'POST') return answer(res, 405, { allow: 'POST' }, JSON.stringify({ error: 'events are POSTed to /, resync requests to /resync' }));
     // Health and metrics are never limited, so probes keep answering during a flood.
     if (bucket !== undefined && !bucket.take()) {
-      events.inc({ function: def.name, outcome: 'throttled' });
+      metrics.count('throttled');
       const wait = bucket.retryAfterSeconds();
       return answer(res, 429, { 'retry-after': String(wait) }, JSON.stringify({ error: `over the rate limit of ${bucket.rate} requests per second (burst ${bucket.burst}): retry after ${wait} s` }));
     }
 
-    const stop = latency.startTimer({ function: def.name });
+    const stop = metrics.time();
     let body: string;
     try {
       body = await readBody(req, limit);
     } catch (err) {
       if (err instanceof BodyTooLarge) {
-        events.inc({ function: def.name, outcome: 'rejected' });
+        metrics.count('rejected');
         await journalRejectedEnvelope(deps, def.name, `request body larger than ${limit} bytes`, 'http', '');
         return answer(res, 413, { connection: 'close' }, JSON.stringify({ error: `request body larger than ${limit} bytes` }));
       }
@@ -222,7 +155,7 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
     if (path === '/resync' || (webhook && (webhookOpts.secret !== undefined || webhookOpts.allowUnsigned))) {
       const auth = authenticateWebhook(req.headers, body, webhookOpts);
       if (!auth.ok) {
-        events.inc({ function: def.name, outcome: 'unauthorized' });
+        metrics.count('unauthorized');
         await journalRejectedEnvelope(deps, def.name, auth.reason, path === '/resync' ? 'resync' : 'webhook', '');
         stop();
         return answer(res, auth.status, { 'racklb-outcome': 'rejected' }, JSON.stringify({ error: auth.reason }));
@@ -242,7 +175,7 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
     } catch (err) {
       const message = isRacklbError(err) ? err.message : String(err);
       const field = isRacklbError(err) ? err.field : undefined;
-      events.inc({ function: def.name, outcome: 'rejected' });
+      metrics.count('rejected');
       await journalRejectedEnvelope(deps, def.name, message, webhook ? 'webhook' : 'http', body);
       stop();
       return answer(res, 400, { 'racklb-outcome': 'rejected' }, JSON.stringify({ error: message, ...(field === undefined ? {} : { field }) }));
@@ -250,11 +183,11 @@ export async function serveFunction(def: FunctionDefinition, deps: FunctionDeps,
     const handled = await runHandler(def, event, deps, webhook ? 'webhook' : 'http');
     stop();
     if (!handled.ok) {
-      events.inc({ function: def.name, outcome: 'retry' });
+      metrics.count('retry');
       return answer(res, 503, { 'retry-after': '1' }, JSON.stringify({ error: handled.error.message, code: handled.error.code }));
     }
     const { outcome } = handled;
-    events.inc({ function: def.name, outcome: outcome.outcome });
+    metrics.count(outcome.outcome);
     if (outcome.outcome === 'rejected') {
       return answer(res, 400, { 'racklb-outcome': 'rejected' }, JSON.stringify({ error: outcome.detail, field: outcome.field, rule: outcome.rule }));
     }

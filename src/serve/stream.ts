@@ -10,6 +10,7 @@ import { decodeStructuredJson, toStructuredJson } from '../events/codec.js';
 import type { FunctionName } from '../store/keys.js';
 import type { Store } from '../store/store.js';
 import { journalRejectedEnvelope, runHandler, type FunctionDefinition, type FunctionDeps } from './handler.js';
+import type { FunctionMetrics } from './metrics.js';
 
 export const STREAM_MAXLEN = 1_000_000;
 
@@ -55,6 +56,29 @@ export interface StreamOptions {
   /** Entries pending longer than this belonged to a consumer that died; take them over. */
   claimIdleMs?: number;
   signal: AbortSignal;
+  /** Outcomes and latencies, under the names the HTTP front uses (src/serve/metrics.ts). */
+  metrics?: FunctionMetrics;
+  /** Kept up to date by the consumer, for its probes. */
+  health?: StreamConsumerHealth;
+}
+
+/**
+ * A round of the consumer's loop reads at most 64 entries, waits at most `blockMs` for them, and
+ * handles them with Redis commands that time out; a loop that has not come round for this long is
+ * stuck, and its pod is better restarted (what it holds pending is claimed by another consumer).
+ */
+export const STUCK_AFTER_MS = 60_000;
+
+/** What the kubelet's probes read of a stream consumer (racklb serve --from-stream --metrics-port). */
+export class StreamConsumerHealth {
+  /** The group exists and the last round reached Redis. */
+  ready = false;
+  /** When the loop last came round: entries handled, a read that timed out, or a failure retried. */
+  lastRoundAt = Date.now();
+
+  live(now = Date.now()): boolean {
+    return now - this.lastRoundAt <= STUCK_AFTER_MS;
+  }
 }
 
 export async function publishToStream(store: Store, fn: FunctionName, event: CloudEvent<unknown>): Promise<string> {
@@ -76,6 +100,7 @@ export async function consumeStream(def: FunctionDefinition, deps: FunctionDeps,
   const conn = deps.store.redis.duplicate();
   conn.on('error', () => undefined);
   const onAbort = (): void => conn.disconnect();
+  const { metrics, health } = opts;
 
   /** A failed trim costs memory, not correctness: consuming goes on, and the operator hears of it once. */
   let trimFailing = false;
@@ -92,21 +117,39 @@ export async function consumeStream(def: FunctionDefinition, deps: FunctionDeps,
 
   opts.signal.addEventListener('abort', onAbort);
   try {
-    await conn.xgroup('CREATE', key, group, '0', 'MKSTREAM').catch((err: unknown) => {
-      if (!String(err).includes('BUSYGROUP')) throw err;
-    });
+    // Created before the first read, and again whenever Redis says it is gone (a Redis that restarted
+    // empty, a stream deleted by hand): reads of a missing group fail forever, while the bridge's
+    // relist fills the stream again. From '0': whatever a new stream holds is unread.
+    let groupMissing = true;
+    let rounds = 0;
     while (!opts.signal.aborted) {
       try {
+        if (groupMissing) {
+          const created = await conn.xgroup('CREATE', key, group, '0', 'MKSTREAM').then(
+            () => true,
+            (err: unknown) => {
+              if (!String(err).includes('BUSYGROUP')) throw err;
+              return false;
+            },
+          );
+          if (created && rounds > 0) deps.logger.warn({ stream: key, group }, 'stream consumer: the consumer group was gone (Redis restarted empty?); created it again');
+          groupMissing = false;
+        }
         const claimed = (await conn.xautoclaim(key, group, opts.consumer, opts.claimIdleMs ?? 30_000, '0-0', 'COUNT', 64)) as [string, Entry[]];
+        if (health) health.ready = true;
         await processEntries(claimed[1]);
         const read = (await conn.xreadgroup('GROUP', group, opts.consumer, 'COUNT', 64, 'BLOCK', opts.blockMs ?? 2000, 'STREAMS', key, '>')) as [string, Entry[]][] | null;
         if (read) for (const [, entries] of read) await processEntries(entries);
         if (claimed[1].length > 0 || read) await trim();
       } catch (err) {
         if (opts.signal.aborted) break;
+        if (health) health.ready = false;
+        if (String(err).includes('NOGROUP')) groupMissing = true;
         deps.logger.warn({ err: String(err), fn: def.name }, 'stream consumer: Redis error, retrying');
         await new Promise((r) => setTimeout(r, 500));
       }
+      rounds += 1;
+      if (health) health.lastRoundAt = Date.now();
     }
   } finally {
     opts.signal.removeEventListener('abort', onAbort);
@@ -125,16 +168,21 @@ export async function consumeStream(def: FunctionDefinition, deps: FunctionDeps,
   async function processEntry(id: string, fields: string[] | null): Promise<void> {
     if (!fields) return; // deleted while pending
     const raw = eventField(fields);
+    const stop = metrics?.time();
     let event;
     try {
       event = decodeStructuredJson(raw);
     } catch (err) {
       await journalRejectedEnvelope(deps, def.name, isRacklbError(err) ? err.message : String(err), 'stream', raw);
       await conn.xack(key, group, id);
+      stop?.();
+      metrics?.count('rejected');
       return;
     }
     const handled = await runHandler(def, event, deps, 'stream');
     // Left pending on a retryable failure: this or another consumer claims it again later.
     if (handled.ok) await conn.xack(key, group, id);
+    stop?.();
+    metrics?.count(handled.ok ? handled.outcome.outcome : 'retry');
   }
 }

@@ -2,20 +2,27 @@
  * The KEDA path: the same handlers consuming a function's Redis stream with a consumer group.
  */
 import { pino } from 'pino';
+import { request } from 'undici';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { apiServerEvent } from '../../src/events/codec.js';
 import { FUNCTIONS, functionFor } from '../../src/functions.js';
-import { consumeStream, publishToStream, trimConsumed } from '../../src/serve/stream.js';
+import { consumeStream, publishToStream, STUCK_AFTER_MS, StreamConsumerHealth, trimConsumed } from '../../src/serve/stream.js';
 import type { Kind } from '../../src/core/types.js';
 import { readState } from '../../src/state/read.js';
 import { Store } from '../../src/store/store.js';
 import { waitFor } from '../../src/lab/process.js';
+import { cli, spawnCli } from '../helpers/cli.js';
 import { node, porterLbExample } from '../helpers/fixtures.js';
-import { useRedisStore } from '../helpers/redis.js';
+import { freePort } from '../helpers/gobgpd.js';
+import { useRedisStore, type TestRedis } from '../helpers/redis.js';
 
 let store: Store;
+let redis: TestRedis;
 const logger = pino({ level: 'silent' });
-useRedisStore((s) => (store = s));
+useRedisStore((s, r) => {
+  store = s;
+  redis = r;
+});
 
 beforeEach(async () => {
   await store.redis.flushall();
@@ -122,6 +129,62 @@ describe('Redis stream consumers (KEDA)', () => {
       await consumeUntil(async () => (await nodesStored()) === COUNT);
       expect(await store.redis.xlen(key())).toBe(COUNT);
       expect(await lagOf('audit')).toBe(COUNT);
+    });
+  });
+
+  describe('racklb serve --from-stream, as a Deployment runs it', () => {
+    const status = (url: string): Promise<number> => request(url).then((r) => (r.body.dump(), r.statusCode), () => 0);
+
+    it('serves its metrics and probes on --metrics-port: outcomes, the process\'s figures, readiness that follows Redis', async () => {
+      const port = await freePort();
+      const ops = `http://127.0.0.1:${port}`;
+      const consumer = spawnCli(['serve', 'on-node-label', '--from-stream', '--consumer', 'cli-pod', '--metrics-port', String(port), '--redis', redis.url]);
+      try {
+        await waitFor('the consumer to be ready', async () => (await status(`${ops}/health/readiness`)) === 200, 15_000, 50);
+        for (const n of porterLbExample().nodes) await publishToStream(store, 'on-node-label', apiServerEvent('add', n as Record<string, unknown>, 'test'));
+        await store.redis.xadd(store.keys.eventStream('on-node-label'), '*', 'event', '{"specversion":"1.0"');
+        const metrics = await waitFor(
+          'four entries counted',
+          async () => {
+            const text = await (await request(`${ops}/metrics`)).body.text();
+            return /outcome="rejected"\} 1\n/.test(text) && /outcome="applied"\} 3\n/.test(text) ? text : undefined;
+          },
+          15_000,
+          50,
+        );
+        expect(metrics).toMatch(/^racklb_function_event_seconds_count\{function="on-node-label"\} 4$/m);
+        expect(Number(/^process_resident_memory_bytes (\d+)/m.exec(metrics)?.[1])).toBeGreaterThan(20 * 2 ** 20);
+        expect(await store.redis.scard(store.keys.index('Node'))).toBe(porterLbExample().nodes.length);
+
+        // Redis gone: not ready, still live (the loop keeps coming round, retrying). Back, but empty:
+        // the consumer group went with it, and the consumer makes it again and takes what the
+        // bridge's relist publishes.
+        await redis.stop();
+        try {
+          await waitFor('readiness to fail without Redis', async () => (await status(`${ops}/health/readiness`)) === 503, 15_000, 50);
+          expect(await status(`${ops}/health/liveness`)).toBe(200);
+        } finally {
+          await redis.start({ empty: true });
+        }
+        await waitFor('readiness to come back with Redis', async () => (await status(`${ops}/health/readiness`)) === 200, 20_000, 100);
+        const [first] = porterLbExample().nodes;
+        await publishToStream(store, 'on-node-label', apiServerEvent('add', first as Record<string, unknown>, 'test'));
+        await waitFor('the relisted node stored again', async () => (await store.redis.scard(store.keys.index('Node'))) === 1, 15_000, 50);
+      } finally {
+        expect(await consumer.stop()).toBe(0);
+      }
+    }, 60_000);
+
+    it('a loop that has not come round for a minute is not live', () => {
+      const health = new StreamConsumerHealth();
+      expect(health.live(health.lastRoundAt + STUCK_AFTER_MS)).toBe(true);
+      expect(health.live(health.lastRoundAt + STUCK_AFTER_MS + 1)).toBe(false);
+    });
+
+    it('refuses --metrics-port over HTTP, where /metrics is on --port', async () => {
+      const r = await cli(['serve', 'on-node-label', '--metrics-port', '9', '--redis', redis.url]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain('--metrics-port: only with --from-stream');
     });
   });
 });

@@ -230,7 +230,7 @@ describe('CRDs: BgpConf, BgpPeer and Eip in network.kubesphere.io v1alpha1 and v
 
 // ---- the manifests agree with the code they deploy ---------------------------------------------
 
-type Container = { name?: string; image?: string; args?: string[]; command?: string[]; env?: Json[]; readinessProbe?: Json };
+type Container = { name?: string; image?: string; args?: string[]; command?: string[]; env?: Json[]; ports?: Json[]; readinessProbe?: Json; livenessProbe?: Json };
 
 function podSpecOf(o: Json): Json | undefined {
   const spec = o.spec as Json | undefined;
@@ -285,6 +285,12 @@ describe('the manifests agree with the code', () => {
       expect(meta.lagCount).toMatch(/^\d+$/);
       const container = ((podSpecOf(deployments.get(`racklb-${fn}`) as Json)?.containers as Container[]) ?? [])[0];
       expect(container?.args?.slice(0, 3)).toEqual(['serve', fn, '--from-stream']);
+      // The probes and a scrape reach the port the consumer serves its metrics and health on.
+      const port = Number(container?.args?.find((a) => a.startsWith('--metrics-port='))?.split('=')[1]);
+      expect(container?.args, fn).toContain('--metrics-host=0.0.0.0');
+      expect(container?.ports?.find((p) => p.name === 'metrics')?.containerPort, fn).toBe(port);
+      expect(container?.readinessProbe?.httpGet, fn).toEqual({ path: '/health/readiness', port: 'metrics' });
+      expect(container?.livenessProbe?.httpGet, fn).toEqual({ path: '/health/liveness', port: 'metrics' });
     }
   });
 
