@@ -2,25 +2,30 @@
  * Redis restarted empty under a running `racklb bridge` (issue 8): the speaker holds every route
  * (its empty-store guard), the bridge notices that the store lost the complete mark it set, sends
  * every object again from its informers, and marks the store complete only once it holds all of
- * them. Real pieces throughout: the test API server, redis-server, the three functions over HTTP,
- * the bridge, a speaker and its gobgpd (on loopback, BGP not listening, the one peer passive, so
- * nothing leaves the machine). What is asserted is what a user sees: gobgpd's RIB, the state, logs.
+ * them. Real pieces throughout: the test API server, redis-server, the three functions, the
+ * bridge, a speaker and its gobgpd (on loopback, BGP not listening, the one peer passive, so
+ * nothing leaves the machine). Both ways the bridge feeds the functions run it: over HTTP (the
+ * functions as Knative serves them) and onto the Redis streams their consumers read (KEDA), whose
+ * consumer groups go with the empty Redis. What is asserted is what a user sees: gobgpd's RIB,
+ * the state, logs.
  */
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { Bridge } from '../../src/k8s/bridge.js';
-import { Deliverer } from '../../src/k8s/deliver.js';
+import { Deliverer, type Target } from '../../src/k8s/deliver.js';
 import { KubeApi } from '../../src/k8s/kube.js';
 import { ResultSink } from '../../src/k8s/resync.js';
 import { GobgpClient } from '../../src/gobgp/client.js';
+import { FUNCTIONS } from '../../src/functions.js';
+import { consumeStream } from '../../src/serve/stream.js';
 import { readState, type StateDocument } from '../../src/state/read.js';
 import { Store } from '../../src/store/store.js';
 import { createSpeakerMetrics, type SpeakerMetrics } from '../../speaker/metrics.js';
 import { Speaker } from '../../speaker/speaker.js';
 import { bgpConf, bgpPeer, eip, endpointSlice, node, service, type Json } from '../helpers/fixtures.js';
-import { serveAll, type ServedFunctions } from '../helpers/functions.js';
+import { serveAll } from '../helpers/functions.js';
 import { startGobgpd, type RunningGobgpd } from '../helpers/gobgpd.js';
 import { startKubeApi, type FakeKubeApi } from '../helpers/kube-api.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
@@ -36,8 +41,38 @@ const N2 = '192.0.2.12';
 /** What the speaker on n1 announces: A through both nodes of its rack, B (Local) through n2 only. */
 const EXPECTED = [`${A} via ${N1}`, `${A} via ${N2}`, `${B} via ${N2}`];
 
+/** The three functions, however the bridge reaches them, and a store to read what they wrote. */
+interface RunningFunctions {
+  store: Store;
+  target(bridgeStore: Store): Target;
+  close(): Promise<void>;
+}
+
+/** As `racklb serve <fn> --from-stream` runs each of them: a consumer of its stream, its store failing fast. */
+async function consumeAll(redisUrl: string): Promise<RunningFunctions> {
+  const store = Store.open(redisUrl, { failFast: true });
+  await store.connect();
+  const stop = new AbortController();
+  const logger = pino({ level: 'silent' });
+  const running = Object.values(FUNCTIONS).map((def) => consumeStream(def, { store, logger }, { consumer: `pod-${def.name}`, signal: stop.signal, blockMs: 200 }));
+  return {
+    store,
+    target: (bridgeStore) => ({ type: 'streams', store: bridgeStore }),
+    async close() {
+      stop.abort();
+      await Promise.all(running);
+      await store.close();
+    },
+  };
+}
+
+async function serveOverHttp(redisUrl: string): Promise<RunningFunctions> {
+  const served = await serveAll(redisUrl);
+  return { store: served.store, target: () => ({ type: 'functions', urls: served.urls }), close: () => served.close() };
+}
+
 let redis: TestRedis | undefined;
-let fns: ServedFunctions | undefined;
+let fns: RunningFunctions | undefined;
 let kube: FakeKubeApi | undefined;
 let gobgpd: RunningGobgpd | undefined;
 let speakerStore: Store | undefined;
@@ -47,9 +82,9 @@ let reader: GobgpClient | undefined;
 let speaker: Speaker | undefined;
 let bridge: Bridge | undefined;
 let speakerMetrics: SpeakerMetrics;
-const registry = new Registry();
-const speakerLog: string[] = [];
-const bridgeLog: string[] = [];
+let registry: Registry;
+let speakerLog: string[] = [];
+let bridgeLog: string[] = [];
 /** Called with every bridge log line as it is written: lets a test act at an exact step of the bridge. */
 let onBridgeLine: ((line: string) => void) | undefined;
 
@@ -145,7 +180,7 @@ function sampleRib(expected: readonly string[]): Sampler {
  * generation and the mark are the same before and after it (one Redis throughout).
  */
 function watchCompleteness(whole: StateDocument): { stop(): Promise<{ checked: number; wrong: unknown[] }> } {
-  const store = (fns as ServedFunctions).store;
+  const store = (fns as RunningFunctions).store;
   const meta = async (): Promise<string> => JSON.stringify(await store.redis.hmget(store.keys.meta(), 'generation', 'complete'));
   let running = true;
   let checked = 0;
@@ -190,7 +225,7 @@ async function refilled(whole: StateDocument, old: readonly (string | null)[]): 
   const after = await eventually(
     'the bridge to fill the store again and mark it complete',
     async () => {
-      const s = await readState((fns as ServedFunctions).store);
+      const s = await readState((fns as RunningFunctions).store);
       return s.complete && !old.includes(s.generation) ? s : undefined;
     },
     30_000,
@@ -209,10 +244,16 @@ function lasting(s: StateDocument): Omit<StateDocument, 'generation' | 'revision
   return rest;
 }
 
-describe('Redis restarted empty under a running bridge', () => {
+describe.each([
+  { delivery: 'functions over HTTP (Knative)', start: serveOverHttp },
+  { delivery: 'the functions\' Redis streams (KEDA)', start: consumeAll },
+])('Redis restarted empty under a running bridge delivering to $delivery', ({ start }) => {
   beforeAll(async () => {
+    registry = new Registry();
+    speakerLog = [];
+    bridgeLog = [];
     redis = await startRedis();
-    fns = await serveAll(redis.url);
+    fns = await start(redis.url);
     kube = await startKubeApi();
     gobgpd = await startGobgpd();
 
@@ -238,7 +279,7 @@ describe('Redis restarted empty under a running bridge', () => {
     const api = new KubeApi({ kubeconfig: kube.kubeconfig, requestTimeoutMs: 5000 });
     const sink = new ResultSink();
     const bridgeLogger = capture(bridgeLog, (line) => onBridgeLine?.(line));
-    const deliverer = new Deliverer({ target: { type: 'functions', urls: fns.urls }, source: api.server, logger: bridgeLogger, registry, backoffMs: 50, maxBackoffMs: 500, onResult: sink.handle });
+    const deliverer = new Deliverer({ target: fns.target(bridgeStore), source: api.server, logger: bridgeLogger, registry, backoffMs: 50, maxBackoffMs: 500, onResult: sink.handle });
     // The bridge checks the store every 2.5 s, more than twice the clients' longest reconnect backoff
     // (1 s): the speaker reads the empty store before the bridge refills it, so the hold is exercised.
     bridge = new Bridge({ api, deliverer, logger: bridgeLogger, registry, store: bridgeStore, sink, restartBackoffMs: 50, convergenceTimeoutMs: 20_000, storeCheckMs: 2_500 });
@@ -284,7 +325,7 @@ describe('Redis restarted empty under a running bridge', () => {
 
   it('holds every path while the bridge fills the store again, marks it complete only then, and withdraws again afterwards', async () => {
     await eventually('the speaker to announce every path', async () => ((await rib()).join() === [...EXPECTED].sort().join() ? true : undefined));
-    const before = await readState((fns as ServedFunctions).store);
+    const before = await readState((fns as RunningFunctions).store);
     expect(before.complete).toBe(true);
     expect(before.intents['198.51.100.1']).toBeDefined();
     expect(before.services['default/a']?.ip).toBe('198.51.100.1');
@@ -316,7 +357,7 @@ describe('Redis restarted empty under a running bridge', () => {
 
   it('never marks a Redis that restarted empty again while the bridge was filling it: it starts over', async () => {
     const remaining = [`${B} via ${N2}`];
-    const before = await readState((fns as ServedFunctions).store);
+    const before = await readState((fns as RunningFunctions).store);
     expect(before.complete).toBe(true);
     const resyncsBefore = await metric(registry, 'racklb_bridge_store_resyncs_total');
     const sampler = sampleRib(remaining);
@@ -328,7 +369,7 @@ describe('Redis restarted empty under a running bridge', () => {
     onBridgeLine = (line) => {
       if (second !== undefined || !line.includes('full resync: objects sent')) return;
       second = (async () => {
-        const [generation] = await (fns as ServedFunctions).store.redis.hmget((fns as ServedFunctions).store.keys.meta(), 'generation').catch(() => [null]);
+        const [generation] = await (fns as RunningFunctions).store.redis.hmget((fns as RunningFunctions).store.keys.meta(), 'generation').catch(() => [null]);
         await restartEmpty();
         return { generation: generation ?? null };
       })();
