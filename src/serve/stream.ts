@@ -121,7 +121,8 @@ export async function consumeStream(def: FunctionDefinition, deps: FunctionDeps,
     // empty, a stream deleted by hand): reads of a missing group fail forever, while the bridge's
     // relist fills the stream again. From '0': whatever a new stream holds is unread.
     let groupMissing = true;
-    let rounds = 0;
+    /** The group was there, or made, once: making it again means it was lost. */
+    let groupSeen = false;
     while (!opts.signal.aborted) {
       try {
         if (groupMissing) {
@@ -132,8 +133,9 @@ export async function consumeStream(def: FunctionDefinition, deps: FunctionDeps,
               return false;
             },
           );
-          if (created && rounds > 0) deps.logger.warn({ stream: key, group }, 'stream consumer: the consumer group was gone (Redis restarted empty?); created it again');
+          if (created && groupSeen) deps.logger.warn({ stream: key, group }, 'stream consumer: the consumer group was gone (Redis restarted empty?); created it again');
           groupMissing = false;
+          groupSeen = true;
         }
         const claimed = (await conn.xautoclaim(key, group, opts.consumer, opts.claimIdleMs ?? 30_000, '0-0', 'COUNT', 64)) as [string, Entry[]];
         if (health) health.ready = true;
@@ -148,7 +150,6 @@ export async function consumeStream(def: FunctionDefinition, deps: FunctionDeps,
         deps.logger.warn({ err: String(err), fn: def.name }, 'stream consumer: Redis error, retrying');
         await new Promise((r) => setTimeout(r, 500));
       }
-      rounds += 1;
       if (health) health.lastRoundAt = Date.now();
     }
   } finally {

@@ -159,6 +159,7 @@ describe('Redis stream consumers (KEDA)', () => {
         // Redis gone: not ready, still live (the loop keeps coming round, retrying). Back, but empty:
         // the consumer group went with it, and the consumer makes it again and takes what the
         // bridge's relist publishes.
+        const groupLost = (l: string): boolean => l.includes('the consumer group was gone (Redis restarted empty?)');
         await redis.stop();
         try {
           await waitFor('readiness to fail without Redis', async () => (await status(`${ops}/health/readiness`)) === 503, 15_000, 50);
@@ -170,6 +171,12 @@ describe('Redis stream consumers (KEDA)', () => {
         const [first] = porterLbExample().nodes;
         await publishToStream(store, 'on-node-label', apiServerEvent('add', first as Record<string, unknown>, 'test'));
         await waitFor('the relisted node stored again', async () => (await store.redis.scard(store.keys.index('Node'))) === 1, 15_000, 50);
+        // The operator is told why the consumer made its group again: once Redis came back, not
+        // when it first made it.
+        await consumer.waitForLine(groupLost);
+        const firstFailure = consumer.lines.findIndex((l) => l.includes('stream consumer: Redis error, retrying'));
+        expect(firstFailure).toBeGreaterThanOrEqual(0);
+        expect(consumer.lines.findIndex(groupLost)).toBeGreaterThan(firstFailure);
       } finally {
         expect(await consumer.stop()).toBe(0);
       }
