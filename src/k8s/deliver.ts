@@ -59,8 +59,6 @@ export class Deliverer {
   readonly delivered: Counter<'kind' | 'action' | 'outcome'>;
   readonly failures: Counter<'kind' | 'reason'>;
   private readonly requestTimeoutMs: number;
-  /** Streams whose consumer group is known to exist. */
-  private readonly groupsReady = new Set<string>();
 
   constructor(private readonly o: DelivererOptions) {
     this.requestTimeoutMs = o.requestTimeoutMs ?? 15_000;
@@ -130,16 +128,8 @@ export class Deliverer {
     const event = apiServerEvent(d.action, d.object, this.o.source, randomUUID());
     const t = this.o.target;
     if (t.type === 'streams') {
-      const fn = functionOf(d.w);
-      if (!this.groupsReady.has(fn)) {
-        // KEDA measures lag on the consumer group: it must exist before the first consumer does,
-        // or a function scaled to zero would never see a reason to start.
-        await t.store.redis.xgroup('CREATE', t.store.keys.eventStream(fn), fn, '0', 'MKSTREAM').catch((err: unknown) => {
-          if (!String(err).includes('BUSYGROUP')) throw err;
-        });
-        this.groupsReady.add(fn);
-      }
-      await publishToStream(t.store, fn, event);
+      // With the consumer group KEDA scales on, made again if Redis lost it (publishToStream).
+      await publishToStream(t.store, functionOf(d.w), event);
       return { ok: true, outcome: 'published' };
     }
     const url = t.type === 'functions' ? t.urls[functionOf(d.w)] : t.url;

@@ -81,9 +81,25 @@ export class StreamConsumerHealth {
   }
 }
 
+/**
+ * Appends an event to a function's stream, making the function's consumer group first if it is
+ * missing. KEDA measures lag on the group, so it must exist before any consumer does: with every
+ * consumer scaled to zero, a stream without its group gives KEDA no reason to start one. A group
+ * made once is not enough either: a Redis that restarted empty lost it, and XADD makes the stream
+ * again without it. So each append carries the XGROUP CREATE (from '0': whatever the stream holds
+ * is unread), in the same round trip; BUSYGROUP is the usual answer.
+ */
 export async function publishToStream(store: Store, fn: FunctionName, event: CloudEvent<unknown>): Promise<string> {
-  const id = await store.redis.xadd(store.keys.eventStream(fn), 'MAXLEN', '~', String(STREAM_MAXLEN), '*', 'event', toStructuredJson(event));
-  return id ?? '';
+  const key = store.keys.eventStream(fn);
+  const replies = await store.redis
+    .pipeline()
+    .xgroup('CREATE', key, fn, '0', 'MKSTREAM')
+    .xadd(key, 'MAXLEN', '~', String(STREAM_MAXLEN), '*', 'event', toStructuredJson(event))
+    .exec();
+  const [group, added] = replies ?? [];
+  if (group?.[0] && !String(group[0]).includes('BUSYGROUP')) throw group[0];
+  if (added?.[0]) throw added[0];
+  return typeof added?.[1] === 'string' ? added[1] : '';
 }
 
 type Entry = [id: string, fields: string[]];

@@ -28,6 +28,13 @@ beforeEach(async () => {
   await store.redis.flushall();
 });
 
+/** XINFO GROUPS of a stream, for one group, as an object (`{}` when the group is missing). */
+async function groupInfo(key: string, group: string): Promise<Record<string, unknown>> {
+  const groups = (await store.redis.xinfo('GROUPS', key)) as unknown[][];
+  const fields = groups.find((g) => g[g.indexOf('name') + 1] === group) ?? [];
+  return Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [String(fields[2 * i]), fields[2 * i + 1]]));
+}
+
 /** Runs one consumer per function until `until` holds, then stops them all. */
 async function consumeUntil(until: () => Promise<boolean>, opts: { claimIdleMs?: number } = {}): Promise<void> {
   const stop = new AbortController();
@@ -73,13 +80,26 @@ describe('Redis stream consumers (KEDA)', () => {
     await publishExample();
     // A consumer reads the node events and dies before acknowledging them.
     const key = store.keys.eventStream('on-node-label');
-    await store.redis.xgroup('CREATE', key, 'on-node-label', '0', 'MKSTREAM');
+    // publishToStream made the group.
     const taken = (await store.redis.xreadgroup('GROUP', 'on-node-label', 'killed-pod', 'COUNT', 100, 'STREAMS', key, '>')) as [string, unknown[]][];
     expect(taken[0]?.[1].length).toBe(3);
     await new Promise((r) => setTimeout(r, 150));
     await consumeUntil(async () => Object.keys((await readState(store)).peers).length === 2, { claimIdleMs: 100 });
     const pending = (await store.redis.xpending(key, 'on-node-label')) as [number];
     expect(pending[0]).toBe(0);
+  });
+
+  it('publishing makes the consumer group KEDA measures lag on, before any consumer runs and again after Redis lost it', async () => {
+    const key = store.keys.eventStream('on-node-label');
+    const lag = (): Promise<Record<string, unknown>> => groupInfo(key, 'on-node-label');
+    const [n1, n2] = porterLbExample().nodes;
+    await publishToStream(store, 'on-node-label', apiServerEvent('add', n1 as Record<string, unknown>, 'test'));
+    await publishToStream(store, 'on-node-label', apiServerEvent('add', n2 as Record<string, unknown>, 'test'));
+    expect(await lag()).toMatchObject({ name: 'on-node-label', lag: 2, pending: 0 });
+    // As a Redis that restarted empty: the group went with the stream, and the next event brings both back.
+    await store.redis.flushall();
+    await publishToStream(store, 'on-node-label', apiServerEvent('add', n1 as Record<string, unknown>, 'test'));
+    expect(await lag()).toMatchObject({ name: 'on-node-label', lag: 1, pending: 0 });
   });
 
   describe('trimming what was consumed', () => {
@@ -91,11 +111,7 @@ describe('Redis stream consumers (KEDA)', () => {
         await publishToStream(store, 'on-node-label', apiServerEvent('add', node({ name: `w${i}`, ip: `198.51.100.${i % 250}`, rack: 'leaf1' }), 'test'));
       }
     };
-    const lagOf = async (group: string): Promise<unknown> => {
-      const groups = (await store.redis.xinfo('GROUPS', key())) as unknown[][];
-      const g = groups.find((x) => x[x.indexOf('name') + 1] === group) ?? [];
-      return g[g.indexOf('lag') + 1];
-    };
+    const lagOf = async (group: string): Promise<unknown> => (await groupInfo(key(), group)).lag;
     const nodesStored = async (): Promise<number> => (await store.redis.scard(store.keys.index('Node')));
 
     it('drops acknowledged entries and leaves the lag KEDA scales on computable', async () => {
