@@ -46,7 +46,7 @@ export function registerServe(program: Command): void {
       process.once('SIGINT', shutdown);
       if (opts.fromStream) {
         // No HTTP front here, so the metrics and the probes get a port of their own, as the bridge's do.
-        const metrics = functionMetrics(def, store, { processMetrics: true });
+        const metrics = functionMetrics(def, store, { processMetrics: opts.metricsPort !== undefined });
         const health = new StreamConsumerHealth();
         const ops = opts.metricsPort === undefined ? undefined : await serveOps(metrics.registry, () => health.ready, opts.metricsHost, opts.metricsPort, () => health.live());
         logger.info({ stream: store.keys.eventStream(fn), consumer: opts.consumer, metrics: ops?.url }, 'consuming stream');
