@@ -4,12 +4,13 @@
  * same names, so one dashboard reads either deployment.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Outcome } from '../core/types.js';
 import type { BatchStats } from '../store/group-commit.js';
 import type { Store } from '../store/store.js';
 import type { FunctionDefinition } from './handler.js';
 
-/** What an event came to: an outcome of its handler, or what stopped it before (src/serve/http.ts). */
-export type EventOutcome = 'applied' | 'stale' | 'rejected' | 'retry' | 'throttled' | 'unauthorized';
+/** What an event came to: its handler's outcome, or what stopped it before or after (src/serve/http.ts). */
+export type EventOutcome = Outcome['outcome'] | 'retry' | 'throttled' | 'unauthorized';
 
 export interface FunctionMetrics {
   registry: Registry;
