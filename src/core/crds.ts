@@ -22,7 +22,7 @@ import {
 import { normalizeIp, requireIpv4 } from './ip.js';
 import { parsePoolAddress } from './ipam.js';
 import { parseGracefulRestart } from './bgppeer.js';
-import { CRD_V1ALPHA1, readAnnotation, readHeader } from './meta.js';
+import { CRD_V1ALPHA1, eitherAnnotation, readHeader } from './meta.js';
 import { parseLabelSelector } from './selector.js';
 import { ANNOTATIONS, type BgpConfRecord, type EipRecord, type LabelSelector } from './types.js';
 
@@ -48,7 +48,7 @@ export function parseEip(raw: unknown): EipRecord {
     lastIp: pool.last,
     size: pool.size.toString(),
     disable: optionalBool(own(spec, 'disable'), 'spec.disable'),
-    isDefault: readAnnotation(metadata, ANNOTATIONS.defaultEip) === 'true',
+    isDefault: eitherAnnotation(metadata, ANNOTATIONS.defaultEip)?.value === 'true',
     priority: v1 ? 0 : (optionalInt(own(spec, 'priority'), 'spec.priority', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 'must be an integer') ?? 0),
     namespaces: v1 ? [] : namespaces(own(spec, 'namespaces')),
     namespaceSelector: v1 ? undefined : namespaceSelector(own(spec, 'namespaceSelector'), 'spec.namespaceSelector'),

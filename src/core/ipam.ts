@@ -4,7 +4,7 @@
  * Addresses are BigInts so IPv6 pools of any size work.
  */
 import { invalidField } from '../errors.js';
-import { ANNOTATIONS, type Allocation, type EipRecord, type Family, type ServiceRecord } from './types.js';
+import { ANNOTATIONS, keyFor, OPT_IN_TEXT, type Allocation, type EipRecord, type Family, type ServiceRecord } from './types.js';
 import { keyPath } from './fields.js';
 import { bitsOf, familyName, formatIp, ipKey, keyOf, parseIp } from './ip.js';
 import { matchesSelector } from './selector.js';
@@ -77,7 +77,8 @@ export function ipInPool(ip: string, pool: EipRecord): boolean {
   return parsed !== undefined && b !== undefined && parsed.family === b.family && parsed.value >= b.first && parsed.value <= b.last;
 }
 
-const DEFAULT_FIELD = keyPath('metadata.annotations', ANNOTATIONS.defaultEip);
+/** The record keeps whether an Eip is the default, not by which product's key: both are named. */
+const DEFAULT_FIELD = ANNOTATIONS.defaultEip.map((key) => keyPath('metadata.annotations', key)).join(' or ');
 
 /** The admission checks OpenELB's Eip webhook makes, against the other Eips racklb knows. */
 export function checkPoolOverlap(eip: EipRecord, others: readonly EipRecord[]): void {
@@ -135,7 +136,7 @@ export function allocate(
 ): AllocationResult {
   if (!service.managed) {
     return fail(
-      `Service ${service.key} is not racklb's: it needs type LoadBalancer and the annotation ${ANNOTATIONS.optIn}: ${ANNOTATIONS.optInValue}`,
+      `Service ${service.key} is not racklb's: it needs type LoadBalancer and the annotation ${OPT_IN_TEXT}`,
     );
   }
   const heldByOthers = othersHolding(service.key, allocations);
@@ -200,7 +201,7 @@ export function familyViews(service: ServiceRecord, pools: readonly EipRecord[],
   }
   return service.ipFamilies.map((family): FamilyView => {
     const mine = currentIn(family, current);
-    const pool = poolOfFamily(dual.requestedPools, family, pools);
+    const pool = poolOfFamily(dual.requestedPools, family, pools, service.naming);
     if (!pool.ok) return { family, ok: false, reason: pool.reason, current: mine };
     const view: ServiceRecord = { ...service, ipFamilies: [family], requestedIp: dual.requestedIps[family], requestedPool: pool.name, dualStack: undefined };
     dualStackViews.add(view);
@@ -216,19 +217,19 @@ function currentIn(family: Family | undefined, current: readonly Allocation[]): 
  * Which named pool serves `family`. Naming pools restricts every family to them, as a single named
  * pool restricts a single-stack Service: a family none of them serves gets no address.
  */
-function poolOfFamily(names: readonly string[], family: Family, pools: readonly EipRecord[]): { ok: true; name: string | undefined } | { ok: false; reason: string } {
+function poolOfFamily(names: readonly string[], family: Family, pools: readonly EipRecord[], naming: ServiceRecord['naming']): { ok: true; name: string | undefined } | { ok: false; reason: string } {
   if (names.length === 0) return { ok: true, name: undefined };
   const found = names.map((name) => ({ name, pool: pools.find((p) => p.name === name) }));
   const mine = found.filter((f) => f.pool?.family === family);
   if (mine.length > 1) {
-    return fail(`pools ${mine.map((f) => `"${f.name}"`).join(' and ')} (annotation ${ANNOTATIONS.pool}) are both ${familyName(family)}: name one pool per IP family`);
+    return fail(`pools ${mine.map((f) => `"${f.name}"`).join(' and ')} (annotation ${keyFor(ANNOTATIONS.pool, naming)}) are both ${familyName(family)}: name one pool per IP family`);
   }
   if (mine[0] !== undefined) return { ok: true, name: mine[0].name };
   // An Eip racklb does not know (yet) may be this family's: allocate reports that it does not exist.
   const unknown = found.find((f) => f.pool === undefined);
   if (unknown !== undefined) return { ok: true, name: unknown.name };
   const others = found.map((f) => `"${f.name}" is ${familyName(f.pool?.family ?? family)}`).join(', ');
-  return fail(`the annotation ${ANNOTATIONS.pool} names no ${familyName(family)} pool (${others})`);
+  return fail(`the annotation ${keyFor(ANNOTATIONS.pool, naming)} names no ${familyName(family)} pool (${others})`);
 }
 
 export interface FamilyAllocation {
@@ -364,7 +365,7 @@ function choosePools(service: ServiceRecord, pools: readonly EipRecord[]): PoolC
   }
   if (service.requestedPool !== undefined) {
     const pool = pools.find((p) => p.name === service.requestedPool);
-    if (pool === undefined) return fail(`pool "${service.requestedPool}" (annotation ${ANNOTATIONS.pool}) does not exist`);
+    if (pool === undefined) return fail(`pool "${service.requestedPool}" (annotation ${keyFor(ANNOTATIONS.pool, service.naming)}) does not exist`);
     if (pool.disable) return fail(`pool "${pool.name}" is disabled`);
     if (family !== undefined && pool.family !== family) return wrongFamily(`pool "${pool.name}"`, pool.family);
     if (ip !== undefined && !ipInPool(ip, pool)) return fail(`requested IP ${ip} is not in pool "${pool.name}" (${pool.address})`);

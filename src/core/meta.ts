@@ -10,7 +10,7 @@ import {
   requireDnsLabel,
   requireDnsSubdomain,
 } from './fields.js';
-import { KINDS, type Kind, type ObjectMeta } from './types.js';
+import { KINDS, type KeyPair, type Kind, type ObjectMeta } from './types.js';
 
 export const CRD_GROUP = 'network.kubesphere.io';
 export const CRD_V1ALPHA2 = `${CRD_GROUP}/v1alpha2`;
@@ -111,4 +111,39 @@ export function readAnnotation(metadata: Obj, key: string): string | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'string') throw invalidField(keyPath('metadata.annotations', key), 'must be a string', value);
   return value;
+}
+
+/** A setting's value and the field it was read from, e.g. `metadata.labels["openelb.kubesphere.io/rack"]`. */
+export interface Setting {
+  value: string;
+  field: string;
+}
+
+/**
+ * A setting PorterLB and OpenELB name by different keys (KeyPair): whichever key is set, an empty
+ * value counting as unset. Both set to different values is refused, naming both: racklb cannot
+ * tell which one the user meant.
+ */
+function readEither(pair: KeyPair, base: string, lookup: (key: string) => string | undefined): Setting | undefined {
+  let found: Setting | undefined;
+  for (const key of pair) {
+    const value = lookup(key);
+    if (value === undefined || value === '') continue;
+    const field = keyPath(base, key);
+    if (found !== undefined && found.value !== value) {
+      throw invalidField(field, `must equal ${found.field} (${JSON.stringify(found.value)}) or be left out: PorterLB's and OpenELB's key for one setting`, value);
+    }
+    found ??= { value, field };
+  }
+  return found;
+}
+
+/** A label of either product's key (readEither), from labels readLabels has checked. */
+export function eitherLabel(labels: Record<string, string>, pair: KeyPair): Setting | undefined {
+  return readEither(pair, 'metadata.labels', (key) => (Object.hasOwn(labels, key) ? labels[key] : undefined));
+}
+
+/** An annotation of either product's key (readEither). */
+export function eitherAnnotation(metadata: Obj, pair: KeyPair): Setting | undefined {
+  return readEither(pair, 'metadata.annotations', (key) => readAnnotation(metadata, key));
 }

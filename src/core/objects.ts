@@ -17,7 +17,7 @@ import {
   requireObject,
 } from './fields.js';
 import { familyName, IP_RULE, normalizeIp, parseIp, requireIp, type ParsedIp } from './ip.js';
-import { readAnnotation, readHeader, readLabels } from './meta.js';
+import { eitherAnnotation, eitherLabel, readAnnotation, readHeader, readLabels } from './meta.js';
 import {
   ANNOTATIONS,
   LABELS,
@@ -57,7 +57,7 @@ export function parseNode(raw: unknown): NodeRecord {
   const { obj, metadata, meta } = readHeader(raw, 'Node');
   const labels = readLabels(metadata);
   // readLabels has checked the value as a label value; an empty one is legal but names no rack.
-  const rack = Object.hasOwn(labels, LABELS.rack) && labels[LABELS.rack] !== '' ? labels[LABELS.rack] : undefined;
+  const rack = eitherLabel(labels, LABELS.rack)?.value;
   const spec = optionalObject(own(obj, 'spec'), 'spec') ?? {};
   const status = optionalObject(own(obj, 'status'), 'status') ?? {};
   return {
@@ -68,8 +68,13 @@ export function parseNode(raw: unknown): NodeRecord {
     addresses: nodeAddresses(own(status, 'addresses')),
     ready: nodeReady(own(status, 'conditions')),
     schedulable: !optionalBool(own(spec, 'unschedulable'), 'spec.unschedulable'),
-    speaker: Object.hasOwn(labels, LABELS.speaker) && labels[LABELS.speaker] === LABELS.speakerValue,
+    speaker: placesSpeaker(labels),
   };
+}
+
+/** The speaker placement label, with PorterLB's value or OpenELB's: what the speaker DaemonSet's affinity selects. */
+export function placesSpeaker(labels: Record<string, string>): boolean {
+  return Object.hasOwn(labels, LABELS.speaker) && LABELS.speakerValues.includes(labels[LABELS.speaker] as string);
 }
 
 function nodeAddresses(raw: unknown): Partial<Record<Family, string>> {
@@ -100,13 +105,17 @@ export function parseService(raw: unknown): ServiceRecord {
   const namespace = meta.namespace ?? '';
   const spec = optionalObject(own(obj, 'spec'), 'spec') ?? {};
   const type = optionalString(own(spec, 'type'), 'spec.type') ?? 'ClusterIP';
-  const managed = type === 'LoadBalancer' && readAnnotation(metadata, ANNOTATIONS.optIn) === ANNOTATIONS.optInValue;
+  const optIn = readAnnotation(metadata, ANNOTATIONS.optIn);
+  const naming = optIn !== undefined && Object.hasOwn(ANNOTATIONS.optInValues, optIn) ? ANNOTATIONS.optInValues[optIn] : undefined;
+  const managed = type === 'LoadBalancer' && naming !== undefined;
   const base = {
     kind: 'Service' as const,
     ...meta,
     namespace,
     labels: readLabels(metadata),
     managed,
+    // Absent for PorterLB's value, so that those records are stored exactly as before.
+    ...(managed && naming === 'OpenELB' ? { naming } : {}),
     externalTrafficPolicy: trafficPolicy(own(spec, 'externalTrafficPolicy')),
   };
   const listed = ipFamilies(own(spec, 'ipFamilies'));
@@ -170,17 +179,17 @@ interface Request {
   field: string;
 }
 
-/** The annotation wins over spec.loadBalancerIP, as in PorterLB; an empty value counts as unset. */
+/** The annotation wins over spec.loadBalancerIP, as in PorterLB and OpenELB; an empty value counts as unset. */
 function requestedIpText(metadata: Record<string, unknown>, spec: Record<string, unknown>): Request | undefined {
-  const fromAnnotation = readAnnotation(metadata, ANNOTATIONS.requestedIp);
-  if (fromAnnotation !== undefined && fromAnnotation !== '') return { text: fromAnnotation, field: keyPath('metadata.annotations', ANNOTATIONS.requestedIp) };
+  const fromAnnotation = eitherAnnotation(metadata, ANNOTATIONS.requestedIp);
+  if (fromAnnotation !== undefined) return { text: fromAnnotation.value, field: fromAnnotation.field };
   const fromSpec = optionalString(own(spec, 'loadBalancerIP'), 'spec.loadBalancerIP');
   return fromSpec === undefined ? undefined : { text: fromSpec, field: 'spec.loadBalancerIP' };
 }
 
 function requestedPoolText(metadata: Record<string, unknown>): Request | undefined {
-  const pool = readAnnotation(metadata, ANNOTATIONS.pool);
-  return pool === undefined || pool === '' ? undefined : { text: pool, field: keyPath('metadata.annotations', ANNOTATIONS.pool) };
+  const pool = eitherAnnotation(metadata, ANNOTATIONS.pool);
+  return pool === undefined ? undefined : { text: pool.value, field: pool.field };
 }
 
 const DUAL_STACK_NEEDS = 'one per IP family needs spec.ipFamilyPolicy PreferDualStack or RequireDualStack with both families in spec.ipFamilies';

@@ -6,30 +6,48 @@
 
 export type Family = 'ipv4' | 'ipv6';
 
-/** Label and annotation keys that PorterLB users already have on their objects. */
+/**
+ * A setting PorterLB and OpenELB each name by a key of their own: PorterLB's first, then OpenELB's
+ * (PorterLB's name since v0.4, which moved most keys under openelb.kubesphere.io). racklb reads
+ * both, so the objects of either come unchanged; see `readEither` (src/core/meta.ts).
+ */
+export type KeyPair = readonly [porter: string, openelb: string];
+
+/** Whose keys a Service opted in with: racklb writes back under the same ones. */
+export type Naming = 'PorterLB' | 'OpenELB';
+
+/** The key of `pair` a Service of `naming` uses (absent: PorterLB's). */
+export function keyFor(pair: KeyPair, naming: Naming | undefined): string {
+  return naming === 'OpenELB' ? pair[1] : pair[0];
+}
+
+/** Label keys that PorterLB and OpenELB users already have on their objects. */
 export const LABELS = {
   /** Node label naming the node's rack (its leaf router). */
-  rack: 'porter.kubesphere.io/rack',
-  /** Node label placing a speaker on the node (value `porter`). */
+  rack: ['porter.kubesphere.io/rack', 'openelb.kubesphere.io/rack'] as KeyPair,
+  /** Node label placing a speaker on the node: one key, PorterLB's value or OpenELB's. */
   speaker: 'lb.kubesphere.io/v1alpha1',
-  speakerValue: 'porter',
+  speakerValues: ['porter', 'openelb'] as readonly string[],
   /** EndpointSlice label naming its Service. */
   serviceName: 'kubernetes.io/service-name',
-  /** Service label written by PorterLB with the pool name. */
-  pool: 'eip.porter.kubesphere.io/v1alpha2',
+  /** Service label written back with the pool name. */
+  pool: ['eip.porter.kubesphere.io/v1alpha2', 'eip.openelb.kubesphere.io/v1alpha2'] as KeyPair,
 } as const;
 
 export const ANNOTATIONS = {
-  /** Service opt-in: `lb.kubesphere.io/v1alpha1: porter`. */
+  /** Service opt-in: `lb.kubesphere.io/v1alpha1: porter` (PorterLB) or `openelb` (OpenELB). */
   optIn: 'lb.kubesphere.io/v1alpha1',
-  optInValue: 'porter',
+  optInValues: { porter: 'PorterLB', openelb: 'OpenELB' } as Readonly<Record<string, Naming>>,
   /** Requested IP on a Service. */
-  requestedIp: 'eip.porter.kubesphere.io/v1alpha1',
+  requestedIp: ['eip.porter.kubesphere.io/v1alpha1', 'eip.openelb.kubesphere.io/v1alpha1'] as KeyPair,
   /** Requested pool (Eip name) on a Service. */
-  pool: 'eip.porter.kubesphere.io/v1alpha2',
+  pool: ['eip.porter.kubesphere.io/v1alpha2', 'eip.openelb.kubesphere.io/v1alpha2'] as KeyPair,
   /** On an Eip: this is the default pool. */
-  defaultEip: 'eip.porter.kubesphere.io/is-default-eip',
+  defaultEip: ['eip.porter.kubesphere.io/is-default-eip', 'eip.openelb.kubesphere.io/is-default-eip'] as KeyPair,
 } as const;
+
+/** `lb.kubesphere.io/v1alpha1: porter (or openelb)`, for messages. */
+export const OPT_IN_TEXT = `${ANNOTATIONS.optIn}: porter (or openelb)`;
 
 /** Identity and ordering data every stored object carries. */
 export interface ObjectMeta {
@@ -52,7 +70,7 @@ export interface NodeRecord extends ObjectMeta {
   ready: boolean;
   /** Not cordoned (`spec.unschedulable` unset or false). */
   schedulable: boolean;
-  /** Carries the speaker placement label `lb.kubesphere.io/v1alpha1=porter`. */
+  /** Carries the speaker placement label `lb.kubesphere.io/v1alpha1=porter` (or `=openelb`). */
   speaker: boolean;
 }
 
@@ -64,6 +82,12 @@ export interface ServiceRecord extends ObjectMeta {
   labels: Record<string, string>;
   /** type LoadBalancer and the opt-in annotation: racklb owns its IP. */
   managed: boolean;
+  /**
+   * 'OpenELB' when a managed Service opted in with OpenELB's value (`openelb`): its pool label is
+   * written under OpenELB's key, and messages name OpenELB's keys. Absent for PorterLB's value, so
+   * those records are stored exactly as before racklb read OpenELB's keys.
+   */
+  naming?: 'OpenELB';
   externalTrafficPolicy: TrafficPolicy;
   /** From the requested-IP annotation, else spec.loadBalancerIP (a dual-stack Service: see dualStack). */
   requestedIp: string | undefined;

@@ -14,6 +14,7 @@ import { familyName, parseIp } from '../core/ip.js';
 import { effectiveConf } from '../core/peers.js';
 import { nextHopCandidate } from '../core/rack.js';
 import type { BgpPeerRecord, DualStackPolicy, Family, NodeRecord, ServiceIpIntent, ServiceRecord } from '../core/types.js';
+import { OPT_IN_TEXT } from '../core/types.js';
 import type { Snapshot } from '../state/snapshot.js';
 import { UNRACKED } from '../store/keys.js';
 
@@ -241,7 +242,7 @@ export function explainService(s: Snapshot, key: string): ServiceExplanation {
   }
   const ips = s.serviceIps[key] ?? [];
   out.pending = s.pending[key] ?? null;
-  if (!svc.managed) out.problems.push('not racklb\'s Service: it needs type LoadBalancer and the annotation lb.kubesphere.io/v1alpha1: porter');
+  if (!svc.managed) out.problems.push(`not racklb's Service: it needs type LoadBalancer and the annotation ${OPT_IN_TEXT}`);
   if (svc.dualStack) return explainDualStack(s, svc, ips, out, svc.dualStack.policy);
   const ip = ips[0] ?? null;
   out.ip = ip;

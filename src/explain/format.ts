@@ -1,14 +1,15 @@
 /** `racklb explain` for people: rack by rack, node by node, with the reason word and its sentence. */
 import { familyName } from '../core/ip.js';
 import type { PoolChoiceReason } from '../core/ipam.js';
+import { ANNOTATIONS } from '../core/types.js';
 import { UNRACKED } from '../store/keys.js';
 import type { FamilyExplanation, NodeExplanation, RackExplanation, ServiceExplanation, SpeakerExplanation } from './explain.js';
 
 const POOL_TEXT: Record<PoolChoiceReason, string> = {
-  poolAnnotation: 'the pool the Service names (annotation eip.porter.kubesphere.io/v1alpha2)',
+  poolAnnotation: `the pool the Service names (annotation ${ANNOTATIONS.pool.join(' or ')})`,
   poolOfRequestedIp: 'the pool that holds the requested IP',
   namespacePool: "a pool bound to the Service's namespace",
-  defaultPool: 'the default pool (eip.porter.kubesphere.io/is-default-eip)',
+  defaultPool: `the default pool (${ANNOTATIONS.defaultEip.join(' or ')})`,
   keptWhileItFits: 'kept from an earlier allocation while it still fits (today another pool would be chosen)',
   keptFromStatus: 'a pool the Service may use',
 };

@@ -236,12 +236,16 @@ export class StatusWriter {
     this.queue.push(key, job);
   }
 
-  /** Keys of the Services carrying racklb's pool label. */
+  /** Keys of the Services carrying a pool label, PorterLB's or OpenELB's (one list each: a selector's terms are ANDed). */
   private async labelledServices(): Promise<string[]> {
     try {
-      const list = await this.o.api.getJson(`/api/v1/services?labelSelector=${encodeURIComponent(LABELS.pool)}`);
-      const items = Array.isArray(list.items) ? (list.items as { metadata?: { name?: string; namespace?: string } }[]) : [];
-      return items.map((i) => `${i.metadata?.namespace ?? ''}/${i.metadata?.name ?? ''}`);
+      const keys = new Set<string>();
+      for (const label of LABELS.pool) {
+        const list = await this.o.api.getJson(`/api/v1/services?labelSelector=${encodeURIComponent(label)}`);
+        const items = Array.isArray(list.items) ? (list.items as { metadata?: { name?: string; namespace?: string } }[]) : [];
+        for (const i of items) keys.add(`${i.metadata?.namespace ?? ''}/${i.metadata?.name ?? ''}`);
+      }
+      return [...keys];
     } catch (err) {
       this.o.logger.warn({ reason: reasonOf(err) }, 'cannot list labelled Services; released Services are checked on the next full pass');
       return [];
@@ -287,13 +291,13 @@ export class StatusWriter {
     };
     const target = 'release' in job.target ? undefined : job.target;
     const change = serviceChange(target, view, job.pools, job.mayRemove);
-    if (change.label === undefined && change.ingress === undefined) return 'unchanged';
+    if (change.labels === undefined && change.ingress === undefined) return 'unchanged';
     let resourceVersion = live.metadata?.resourceVersion;
     try {
-      if (change.label !== undefined) {
+      if (change.labels !== undefined) {
         // The resourceVersion makes the write conditional: another writer in between means 409.
         const updated = await this.o.api.core.patchNamespacedService(
-          { name, namespace, body: { metadata: { resourceVersion, labels: { [LABELS.pool]: change.label } } } },
+          { name, namespace, body: { metadata: { resourceVersion, labels: change.labels } } },
           this.mergePatch,
         );
         resourceVersion = updated.metadata?.resourceVersion;

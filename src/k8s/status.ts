@@ -4,7 +4,8 @@
  * calls these, and compares with what the API holds.
  *
  * PorterLB's shapes (kubesphere/porterlb api/v1alpha2, before the rename to OpenELB):
- * - Service: `status.loadBalancer.ingress: [{ip}]` and the label `eip.porter.kubesphere.io/v1alpha2: <Eip>`;
+ * - Service: `status.loadBalancer.ingress: [{ip}]` and the label `eip.porter.kubesphere.io/v1alpha2: <Eip>`
+ *   (OpenELB's `eip.openelb.kubesphere.io/v1alpha2` on a Service that opted in with `openelb`);
  *   a dual-stack Service (racklb's extension) lists one entry per address, in spec.ipFamilies order.
  * - Eip: `status: {occupied, usage, poolSize, used: {ip: "ns/svc;ns/svc2"}, firstIP, lastIP, ready, v4}`.
  * - BgpPeer: `status.nodesPeerStatus.<node>: {peerState: GoBGP PeerState as JSON, timersState: {uptime}}`.
@@ -12,7 +13,7 @@
  */
 import { effectiveConf } from '../core/peers.js';
 import { ipInPool } from '../core/ipam.js';
-import { LABELS, type Allocation, type BgpConfRecord, type BgpPeerRecord, type EipRecord, type NodeRecord, type ServiceRecord } from '../core/types.js';
+import { keyFor, LABELS, type Allocation, type BgpConfRecord, type BgpPeerRecord, type EipRecord, type NodeRecord, type ServiceRecord } from '../core/types.js';
 import { globalConfig } from '../../speaker/plan.js';
 
 /** One row of the speaker's sessions hash (speaker/speaker.ts reportStatus). */
@@ -48,7 +49,7 @@ export interface StoreView {
  * the label, which holds one Eip name, names the first address's pool.
  */
 export type ServiceTarget =
-  | { key: string; namespace: string; name: string; ip: string; pool: string; ips?: string[] }
+  | { key: string; namespace: string; name: string; ip: string; pool: string; ips?: string[]; naming?: 'OpenELB' }
   | { key: string; namespace: string; name: string; ip: undefined; pool: undefined };
 
 export function serviceTargets(view: StoreView): ServiceTarget[] {
@@ -57,7 +58,9 @@ export function serviceTargets(view: StoreView): ServiceTarget[] {
     const ips = s.managed ? (view.serviceIps[s.key] ?? []).filter((ip) => view.allocations.has(ip)) : [];
     const ip = ips[0];
     const pool = ip === undefined ? undefined : view.allocations.get(ip)?.pool;
-    if (ip !== undefined && pool !== undefined) out.push({ key: s.key, namespace: s.namespace, name: s.name, ip, pool, ...(ips.length > 1 ? { ips } : {}) });
+    if (ip !== undefined && pool !== undefined) {
+      out.push({ key: s.key, namespace: s.namespace, name: s.name, ip, pool, ...(ips.length > 1 ? { ips } : {}), ...(s.naming ? { naming: s.naming } : {}) });
+    }
     else if (s.managed) out.push({ key: s.key, namespace: s.namespace, name: s.name, ip: undefined, pool: undefined });
   }
   return out;
@@ -69,8 +72,8 @@ export interface LiveService {
 }
 
 export interface ServiceChange {
-  /** Label patch: the pool name, null to remove the label, undefined to leave it. */
-  label: string | null | undefined;
+  /** Label patch: a pool label key to the pool name, or to null to remove it; undefined to leave them. */
+  labels: Record<string, string | null> | undefined;
   /** The new ingress list, or undefined to leave it. */
   ingress: LiveService['ingress'] | undefined;
 }
@@ -81,26 +84,32 @@ export interface ServiceChange {
  * racklb never takes one away on the word of a store that may have lost the allocation (the same
  * guard the speaker applies to withdrawals; docs/operations.md). Removal of ingress entries is
  * limited to IPs inside racklb's Eip pools, so another load balancer's entries are left alone.
+ * The pool label goes under the key of the product whose opt-in value the Service carries; the
+ * other product's pool label, left from before, goes, so that one pool label shows.
  */
 export function serviceChange(target: ServiceTarget | undefined, live: LiveService, pools: readonly EipRecord[], mayRemove: boolean): ServiceChange {
   const liveIps = live.ingress.map((i) => i.ip).filter((ip): ip is string => typeof ip === 'string');
   const ours = (ip: string): boolean => pools.some((p) => ipInPool(ip, p));
-  const current = live.labels[LABELS.pool];
   if (target?.ip !== undefined) {
-    const label = current === target.pool ? undefined : target.pool;
+    const own = keyFor(LABELS.pool, target.naming);
+    const patch: Record<string, string | null> = {};
+    if (live.labels[own] !== target.pool) patch[own] = target.pool;
+    for (const key of LABELS.pool) if (key !== own && Object.hasOwn(live.labels, key)) patch[key] = null;
+    const labels = Object.keys(patch).length > 0 ? patch : undefined;
     const ips = target.ips ?? [target.ip];
     const same = live.ingress.length === ips.length && liveIps.length === ips.length && ips.every((ip, i) => liveIps[i] === ip);
-    if (same) return { label, ingress: undefined };
+    if (same) return { labels, ingress: undefined };
     // Entries of another load balancer stay; racklb's own stale ones go only when it may remove.
     const kept = live.ingress.filter((i) => typeof i.ip === 'string' && !ips.includes(i.ip) && !(mayRemove && ours(i.ip))).map((i) => ({ ip: i.ip as string }));
-    return { label, ingress: [...ips.map((ip) => ({ ip })), ...kept] };
+    return { labels, ingress: [...ips.map((ip) => ({ ip })), ...kept] };
   }
-  if (!mayRemove) return { label: undefined, ingress: undefined };
+  if (!mayRemove) return { labels: undefined, ingress: undefined };
   // Pending, opted out or no longer a LoadBalancer: take back only what racklb gave.
-  const label = current === undefined ? undefined : null;
+  const present = LABELS.pool.filter((key) => Object.hasOwn(live.labels, key));
+  const labels = present.length === 0 ? undefined : Object.fromEntries(present.map((key) => [key, null]));
   const remaining = live.ingress.filter((i) => !(typeof i.ip === 'string' && ours(i.ip)));
   const ingress = remaining.length === live.ingress.length ? undefined : remaining;
-  return { label, ingress };
+  return { labels, ingress };
 }
 
 // ---- Eip ----------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ export async function runDemo(say: Say): Promise<LabState> {
   say('');
   say('== Before: PorterLB as installed by default =============================================');
   say('   One speaker, on master1 under leaf1, peering with leaf1 (BgpPeer without nodeSelector).');
-  failOnRejections([await api.labelNode('master1', [`${LABELS.speaker}=${LABELS.speakerValue}`])]);
+  failOnRejections([await api.labelNode('master1', [`${LABELS.speaker}=porter`])]);
   await syncSpeakers(state, (l) => say(`   ${l}`));
   failOnRejections(await api.apply(manifests('before.yaml')));
   await waitForHops(leaf1.name, DEMO_PREFIX, leaf1.nodes.map((n) => n.ip));
@@ -78,12 +78,12 @@ export async function runDemo(say: Say): Promise<LabState> {
   say('');
   say('== After: the guide\'s configuration ======================================================');
   say('   kubectl label --overwrite nodes master1 worker-p002 lb.kubesphere.io/v1alpha1=porter');
-  failOnRejections([await api.labelNode('worker-p002', [`${LABELS.speaker}=${LABELS.speakerValue}`])]);
+  failOnRejections([await api.labelNode('worker-p002', [`${LABELS.speaker}=porter`])]);
   await syncSpeakers(state, (l) => say(`   ${l}`));
   say('   kubectl label --overwrite nodes master1 porter.kubesphere.io/rack=leaf1');
   say('   kubectl label --overwrite nodes worker-p002 porter.kubesphere.io/rack=leaf2');
-  failOnRejections([await api.labelNode('master1', [`${LABELS.rack}=leaf1`])]);
-  failOnRejections([await api.labelNode('worker-p002', [`${LABELS.rack}=leaf2`])]);
+  failOnRejections([await api.labelNode('master1', [`${LABELS.rack[0]}=leaf1`])]);
+  failOnRejections([await api.labelNode('worker-p002', [`${LABELS.rack[0]}=leaf2`])]);
   say('   BgpPeers with spec.nodeSelector.matchLabels porter.kubesphere.io/rack: leaf1 / leaf2');
   failOnRejections(await api.apply(manifests('after.yaml')));
   await waitForHops(leaf2.name, DEMO_PREFIX, leaf2.nodes.map((n) => n.ip));

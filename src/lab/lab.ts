@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { LABELS } from '../core/types.js';
+import { placesSpeaker } from '../core/objects.js';
 import { RacklbError } from '../errors.js';
 import { FUNCTION_NAMES } from '../functions.js';
 import type { FunctionName } from '../store/keys.js';
@@ -269,7 +270,7 @@ function oneProcessChangeAtATime<T>(change: () => Promise<T>): Promise<T> {
 
 /**
  * Starts gobgpd and a speaker on every node carrying the placement label, and stops them where
- * it is gone: what the scheduler does for a Deployment with nodeSelector lb.kubesphere.io/v1alpha1=porter.
+ * it is gone: what the scheduler does for a Deployment with node affinity lb.kubesphere.io/v1alpha1 in (porter, openelb).
  */
 export function syncSpeakers(state: LabState, say: Say = () => undefined): Promise<void> {
   return oneProcessChangeAtATime(() => scheduleSpeakers(state, say));
@@ -280,7 +281,7 @@ async function scheduleSpeakers(state: LabState, say: Say): Promise<void> {
   for (const n of labNodes(state)) {
     const obj = api.get('Node', n.name);
     const labels = ((obj?.metadata as Record<string, unknown> | undefined)?.labels ?? {}) as Record<string, string>;
-    const wanted = labels[LABELS.speaker] === LABELS.speakerValue;
+    const wanted = placesSpeaker(labels);
     const running = (await processPid(n.name, 'speaker')) !== undefined;
     if (wanted && !running) {
       if ((await processPid(n.name, 'gobgpd')) === undefined) await startProcess(n.name, 'gobgpd');
@@ -304,7 +305,7 @@ async function killAndStart(node: string, which: 'speaker' | 'gobgpd'): Promise<
   const state = readLabState();
   if (!labNodes(state).some((n) => n.name === node)) throw new RacklbError('RACKLB_USAGE', `node ${JSON.stringify(node)} is not in the lab's topology`);
   const killed = await processPid(node, which);
-  if (killed === undefined) throw new RacklbError('RACKLB_USAGE', `no ${which} runs on ${node} (is the node labelled ${LABELS.speaker}=${LABELS.speakerValue}?)`);
+  if (killed === undefined) throw new RacklbError('RACKLB_USAGE', `no ${which} runs on ${node} (is the node labelled ${LABELS.speaker}=porter or =openelb?)`);
   await killPid(killed, 'SIGKILL');
   await startProcess(node, which);
   return { killed, started: await processPid(node, which) };

@@ -302,9 +302,9 @@ describe('status write-back', () => {
     const pools = [parseEip(eip({ name: 'eip-v4', address: '198.51.100.0/28' })), parseEip(eip({ name: 'eip-v6', address: '2001:db8:100::/120' }))];
     const target = { key: 'default/web', namespace: 'default', name: 'web', ip: '198.51.100.1', pool: 'eip-v4', ips: ['198.51.100.1', '2001:db8:100::1'] };
     const label = { 'eip.porter.kubesphere.io/v1alpha2': 'eip-v4' };
-    expect(serviceChange(target, { labels: label, ingress: [{ ip: '198.51.100.1' }, { ip: '2001:db8:100::1' }] }, pools, true)).toEqual({ label: undefined, ingress: undefined });
-    expect(serviceChange(target, { labels: label, ingress: [{ ip: '2001:db8:100::1' }, { ip: '198.51.100.1' }] }, pools, true)).toEqual({ label: undefined, ingress: [{ ip: '198.51.100.1' }, { ip: '2001:db8:100::1' }] });
-    expect(serviceChange(target, { labels: label, ingress: [{ ip: '198.51.100.1' }, { ip: '2001:db8:100::9' }, { ip: '203.0.113.9' }] }, pools, true)).toEqual({ label: undefined, ingress: [{ ip: '198.51.100.1' }, { ip: '2001:db8:100::1' }, { ip: '203.0.113.9' }] });
-    expect(serviceChange(target, { labels: label, ingress: [{ ip: '2001:db8:100::9' }] }, pools, false)).toEqual({ label: undefined, ingress: [{ ip: '198.51.100.1' }, { ip: '2001:db8:100::1' }, { ip: '2001:db8:100::9' }] });
+    expect(serviceChange(target, { labels: label, ingress: [{ ip: '198.51.100.1' }, { ip: '2001:db8:100::1' }] }, pools, true)).toEqual({ labels: undefined, ingress: undefined });
+    expect(serviceChange(target, { labels: label, ingress: [{ ip: '2001:db8:100::1' }, { ip: '198.51.100.1' }] }, pools, true)).toEqual({ labels: undefined, ingress: [{ ip: '198.51.100.1' }, { ip: '2001:db8:100::1' }] });
+    expect(serviceChange(target, { labels: label, ingress: [{ ip: '198.51.100.1' }, { ip: '2001:db8:100::9' }, { ip: '203.0.113.9' }] }, pools, true)).toEqual({ labels: undefined, ingress: [{ ip: '198.51.100.1' }, { ip: '2001:db8:100::1' }, { ip: '203.0.113.9' }] });
+    expect(serviceChange(target, { labels: label, ingress: [{ ip: '2001:db8:100::9' }] }, pools, false)).toEqual({ labels: undefined, ingress: [{ ip: '198.51.100.1' }, { ip: '2001:db8:100::1' }, { ip: '2001:db8:100::9' }] });
   });
 });

@@ -266,15 +266,23 @@ describe('what a Service\'s status write changes (serviceChange)', () => {
   const pools = [parseEip(eip({ name: 'pool-a', address: '198.51.100.0/28' }))];
   const ours: ServiceTarget = { key: 'default/web', namespace: 'default', name: 'web', ip: '198.51.100.1', pool: 'pool-a' };
   const label = { 'eip.porter.kubesphere.io/v1alpha2': 'pool-a' };
+  const openElb: ServiceTarget = { ...ours, naming: 'OpenELB' };
+  const openElbLabel = { 'eip.openelb.kubesphere.io/v1alpha2': 'pool-a' };
   const cases: { name: string; target: ServiceTarget | undefined; live: { labels: Record<string, string>; ingress: { ip?: string; hostname?: string }[] }; mayRemove: boolean; want: unknown }[] = [
-    { name: 'nothing yet: label and ingress', target: ours, live: { labels: {}, ingress: [] }, mayRemove: true, want: { label: 'pool-a', ingress: [{ ip: '198.51.100.1' }] } },
-    { name: 'already right: nothing', target: ours, live: { labels: label, ingress: [{ ip: '198.51.100.1' }] }, mayRemove: true, want: { label: undefined, ingress: undefined } },
-    { name: 'moved IP: the old one of ours goes', target: ours, live: { labels: label, ingress: [{ ip: '198.51.100.7' }] }, mayRemove: true, want: { label: undefined, ingress: [{ ip: '198.51.100.1' }] } },
-    { name: 'moved IP, store not complete: the old one stays too', target: ours, live: { labels: label, ingress: [{ ip: '198.51.100.7' }] }, mayRemove: false, want: { label: undefined, ingress: [{ ip: '198.51.100.1' }, { ip: '198.51.100.7' }] } },
-    { name: 'another load balancer\'s entry stays', target: ours, live: { labels: {}, ingress: [{ ip: '203.0.113.9' }] }, mayRemove: true, want: { label: 'pool-a', ingress: [{ ip: '198.51.100.1' }, { ip: '203.0.113.9' }] } },
-    { name: 'released: ours and the label go, a hostname stays', target: undefined, live: { labels: label, ingress: [{ ip: '198.51.100.1' }, { hostname: 'lb.example' }] }, mayRemove: true, want: { label: null, ingress: [{ hostname: 'lb.example' }] } },
-    { name: 'released, store not complete: nothing is taken away', target: undefined, live: { labels: label, ingress: [{ ip: '198.51.100.1' }] }, mayRemove: false, want: { label: undefined, ingress: undefined } },
-    { name: 'never ours: nothing', target: undefined, live: { labels: {}, ingress: [{ ip: '203.0.113.9' }] }, mayRemove: true, want: { label: undefined, ingress: undefined } },
+    { name: 'nothing yet: label and ingress', target: ours, live: { labels: {}, ingress: [] }, mayRemove: true, want: { labels: { 'eip.porter.kubesphere.io/v1alpha2': 'pool-a' }, ingress: [{ ip: '198.51.100.1' }] } },
+    { name: 'already right: nothing', target: ours, live: { labels: label, ingress: [{ ip: '198.51.100.1' }] }, mayRemove: true, want: { labels: undefined, ingress: undefined } },
+    { name: 'moved IP: the old one of ours goes', target: ours, live: { labels: label, ingress: [{ ip: '198.51.100.7' }] }, mayRemove: true, want: { labels: undefined, ingress: [{ ip: '198.51.100.1' }] } },
+    { name: 'moved IP, store not complete: the old one stays too', target: ours, live: { labels: label, ingress: [{ ip: '198.51.100.7' }] }, mayRemove: false, want: { labels: undefined, ingress: [{ ip: '198.51.100.1' }, { ip: '198.51.100.7' }] } },
+    { name: 'another load balancer\'s entry stays', target: ours, live: { labels: {}, ingress: [{ ip: '203.0.113.9' }] }, mayRemove: true, want: { labels: { 'eip.porter.kubesphere.io/v1alpha2': 'pool-a' }, ingress: [{ ip: '198.51.100.1' }, { ip: '203.0.113.9' }] } },
+    { name: 'released: ours and the label go, a hostname stays', target: undefined, live: { labels: label, ingress: [{ ip: '198.51.100.1' }, { hostname: 'lb.example' }] }, mayRemove: true, want: { labels: { 'eip.porter.kubesphere.io/v1alpha2': null }, ingress: [{ hostname: 'lb.example' }] } },
+    { name: 'released, store not complete: nothing is taken away', target: undefined, live: { labels: label, ingress: [{ ip: '198.51.100.1' }] }, mayRemove: false, want: { labels: undefined, ingress: undefined } },
+    // A Service that opted in with OpenELB's value keeps OpenELB's label; one pool label shows.
+    { name: 'OpenELB opt-in: OpenELB\'s label', target: openElb, live: { labels: {}, ingress: [{ ip: '198.51.100.1' }] }, mayRemove: true, want: { labels: { 'eip.openelb.kubesphere.io/v1alpha2': 'pool-a' }, ingress: undefined } },
+    { name: 'OpenELB opt-in, OpenELB\'s label right: nothing', target: openElb, live: { labels: openElbLabel, ingress: [{ ip: '198.51.100.1' }] }, mayRemove: true, want: { labels: undefined, ingress: undefined } },
+    { name: 'OpenELB opt-in with PorterLB\'s label left: moved to OpenELB\'s', target: openElb, live: { labels: label, ingress: [{ ip: '198.51.100.1' }] }, mayRemove: true, want: { labels: { 'eip.openelb.kubesphere.io/v1alpha2': 'pool-a', 'eip.porter.kubesphere.io/v1alpha2': null }, ingress: undefined } },
+    { name: 'PorterLB opt-in with OpenELB\'s stale label left: it goes', target: ours, live: { labels: { ...label, 'eip.openelb.kubesphere.io/v1alpha2': 'old-pool' }, ingress: [{ ip: '198.51.100.1' }] }, mayRemove: true, want: { labels: { 'eip.openelb.kubesphere.io/v1alpha2': null }, ingress: undefined } },
+    { name: 'released: both products\' labels go', target: undefined, live: { labels: { ...label, ...openElbLabel }, ingress: [] }, mayRemove: true, want: { labels: { 'eip.porter.kubesphere.io/v1alpha2': null, 'eip.openelb.kubesphere.io/v1alpha2': null }, ingress: undefined } },
+    { name: 'never ours: nothing', target: undefined, live: { labels: {}, ingress: [{ ip: '203.0.113.9' }] }, mayRemove: true, want: { labels: undefined, ingress: undefined } },
   ];
   for (const c of cases) {
     it(c.name, () => {

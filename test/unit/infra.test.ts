@@ -24,7 +24,8 @@ import { Service as KnativeService } from '@kubernetes-models/knative/serving.kn
 import { Broker, Trigger } from '@kubernetes-models/knative/eventing.knative.dev/v1';
 import { ApiServerSource, PingSource } from '@kubernetes-models/knative/sources.knative.dev/v1';
 import { ScaledObject, TriggerAuthentication } from '@kubernetes-models/keda/keda.sh/v1alpha1';
-import { parseObject } from '../../src/core/objects.js';
+import { parseObject, placesSpeaker } from '../../src/core/objects.js';
+import { LABELS } from '../../src/core/types.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { FUNCTION_NAMES, functionFor } from '../../src/functions.js';
 import { WATCHED } from '../../src/k8s/kinds.js';
@@ -334,7 +335,12 @@ describe('the manifests agree with the code', () => {
     const [ds] = ofKind('DaemonSet');
     const spec = podSpecOf(ds as Json) as Json;
     expect(spec.hostNetwork).toBe(true);
-    expect(spec.nodeSelector).toEqual({ 'lb.kubesphere.io/v1alpha1': 'porter' });
+    // Scheduled on exactly the nodes the functions count as speaker nodes: PorterLB's value and OpenELB's.
+    expect(spec.nodeSelector).toBeUndefined();
+    expect(spec.affinity).toEqual({
+      nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: LABELS.speaker, operator: 'In', values: [...LABELS.speakerValues] }] }] } },
+    });
+    expect(LABELS.speakerValues.every((v) => placesSpeaker({ [LABELS.speaker]: v }))).toBe(true);
     const containers = spec.containers as Container[];
     expect(containers.map((c) => c.name)).toEqual(['gobgpd', 'speaker']);
     expect(containers[0]?.command).toContain('--pprof-disable');

@@ -87,7 +87,7 @@ describe('checkPoolOverlap: one default pool per IP family', () => {
   });
   it('refuses a second default of one family', () => {
     const withV6 = [...others, pool({ name: 'd6', address: '2001:db8:1::/64', isDefault: true })];
-    expectInvalidField(() => checkPoolOverlap(pool({ name: 'new', address: '2001:db8:2::/64', isDefault: true }), withV6), 'metadata.annotations["eip.porter.kubesphere.io/is-default-eip"]', 'Eip "d6" already is the IPv6 one');
+    expectInvalidField(() => checkPoolOverlap(pool({ name: 'new', address: '2001:db8:2::/64', isDefault: true }), withV6), 'metadata.annotations["eip.porter.kubesphere.io/is-default-eip"] or metadata.annotations["eip.openelb.kubesphere.io/is-default-eip"]', 'Eip "d6" already is the IPv6 one');
   });
 });
 

@@ -189,7 +189,8 @@ describe('parseNode', () => {
   it.each([
     { name: 'no rack label', raw: node({ name: 'n' }), want: { rack: undefined, speaker: false } },
     { name: 'empty rack label', raw: node({ name: 'n', labels: { 'porter.kubesphere.io/rack': '' } }), want: { rack: undefined } },
-    { name: 'speaker label with another value', raw: node({ name: 'n', labels: { 'lb.kubesphere.io/v1alpha1': 'openelb' } }), want: { speaker: false } },
+    { name: 'speaker label with another value', raw: node({ name: 'n', labels: { 'lb.kubesphere.io/v1alpha1': 'metallb' } }), want: { speaker: false } },
+    { name: 'speaker label with OpenELB\'s value', raw: node({ name: 'n', labels: { 'lb.kubesphere.io/v1alpha1': 'openelb' } }), want: { speaker: true } },
     { name: 'not ready', raw: node({ name: 'n', ready: false }), want: { ready: false } },
     { name: 'cordoned', raw: node({ name: 'n', unschedulable: true }), want: { schedulable: false } },
     { name: 'no status at all', raw: withPath(node({ name: 'n' }), 'status', undefined), want: { ready: false, addresses: {} } },
@@ -258,7 +259,8 @@ describe('parseService', () => {
   it.each([
     { name: 'ClusterIP is not managed', raw: service({ name: 's', type: 'ClusterIP' }), want: { managed: false } },
     { name: 'no opt-in annotation', raw: service({ name: 's', managed: false }), want: { managed: false } },
-    { name: 'OpenELB opt-in value', raw: service({ name: 's', managed: false, annotations: { 'lb.kubesphere.io/v1alpha1': 'openelb' } }), want: { managed: false } },
+    { name: 'OpenELB opt-in value', raw: service({ name: 's', managed: false, annotations: { 'lb.kubesphere.io/v1alpha1': 'openelb' } }), want: { managed: true, naming: 'OpenELB' } },
+    { name: 'another opt-in value', raw: service({ name: 's', managed: false, annotations: { 'lb.kubesphere.io/v1alpha1': 'metallb' } }), want: { managed: false } },
     { name: 'no spec', raw: withPath(service({ name: 's' }), 'spec', undefined), want: { managed: false, externalTrafficPolicy: 'Cluster', ipFamilies: [] } },
     { name: 'Local policy', raw: service({ name: 's', externalTrafficPolicy: 'Local' }), want: { externalTrafficPolicy: 'Local' } },
     { name: 'policy absent defaults to Cluster', raw: withPath(service({ name: 's' }), 'spec.externalTrafficPolicy', undefined), want: { externalTrafficPolicy: 'Cluster' } },
@@ -337,5 +339,78 @@ describe('parseEndpointSlice', () => {
     { name: 'nodeName a number', raw: withPath(endpointSlice({ service: 's', endpoints: [{ nodeName: 'n' }] }), 'endpoints.0.nodeName', 1), field: 'endpoints[0].nodeName' },
   ])('rejects $name', ({ raw, field, rule }) => {
     expectInvalidField(() => parseEndpointSlice(raw), field, rule);
+  });
+});
+
+/**
+ * OpenELB (PorterLB's name since v0.4) moved the rack label and the Eip annotations under
+ * openelb.kubesphere.io and opts in with `openelb`: its users' objects must read as PorterLB's do.
+ */
+describe("OpenELB's labels and annotations", () => {
+  const OE_RACK = 'openelb.kubesphere.io/rack';
+  const OE_IP = 'eip.openelb.kubesphere.io/v1alpha1';
+  const OE_POOL = 'eip.openelb.kubesphere.io/v1alpha2';
+  const OE_DEFAULT = 'eip.openelb.kubesphere.io/is-default-eip';
+  const openElbService = (annotations: Record<string, string>): Json =>
+    service({ name: 's', managed: false, annotations: { 'lb.kubesphere.io/v1alpha1': 'openelb', ...annotations } });
+
+  it('reads the rack from OpenELB\'s label, alone or agreeing with PorterLB\'s', () => {
+    expect(parseNode(node({ name: 'n', labels: { [OE_RACK]: 'leaf2' } })).rack).toBe('leaf2');
+    expect(parseNode(node({ name: 'n', labels: { [OE_RACK]: 'leaf2', 'porter.kubesphere.io/rack': 'leaf2' } })).rack).toBe('leaf2');
+    // An empty value names no rack, as PorterLB's does: the other key decides.
+    expect(parseNode(node({ name: 'n', labels: { [OE_RACK]: '', 'porter.kubesphere.io/rack': 'leaf1' } })).rack).toBe('leaf1');
+    expect(parseNode(node({ name: 'n', labels: { [OE_RACK]: '' } })).rack).toBeUndefined();
+  });
+
+  it('reads a Service that opted in with openelb: requested IP and pool from OpenELB\'s annotations', () => {
+    expect(parseService(openElbService({ [OE_IP]: '198.51.100.7', [OE_POOL]: 'eip-a' }))).toMatchObject({
+      managed: true,
+      naming: 'OpenELB',
+      requestedIp: '198.51.100.7',
+      requestedPool: 'eip-a',
+    });
+    // Either product's key works under either opt-in value.
+    expect(parseService(service({ name: 's', annotations: { [OE_POOL]: 'eip-b' } }))).toMatchObject({ managed: true, requestedPool: 'eip-b' });
+    expect(parseService(service({ name: 's', annotations: { [OE_POOL]: 'eip-b' } }))).not.toHaveProperty('naming');
+    // OpenELB's annotation wins over spec.loadBalancerIP, as PorterLB's does.
+    expect(parseService(openElbService({ [OE_IP]: '198.51.100.8' }))).toMatchObject({ requestedIp: '198.51.100.8' });
+    expect(parseService(withPath(openElbService({ [OE_IP]: '' }), 'spec.loadBalancerIP', '198.51.100.9'))).toMatchObject({ requestedIp: '198.51.100.9' });
+  });
+
+  it('reads an Eip marked default with OpenELB\'s annotation', () => {
+    const raw = eip({ name: 'pool', address: '198.51.100.0/28' });
+    (raw.metadata as Json).annotations = { [OE_DEFAULT]: 'true' };
+    expect(parseObject(raw)).toMatchObject({ kind: 'Eip', isDefault: true });
+    (raw.metadata as Json).annotations = { [OE_DEFAULT]: 'true', 'eip.porter.kubesphere.io/is-default-eip': 'false' };
+    expectInvalidField(() => parseObject(raw), `metadata.annotations["${OE_DEFAULT}"]`, 'must equal metadata.annotations["eip.porter.kubesphere.io/is-default-eip"] ("false")');
+  });
+
+  it.each([
+    {
+      name: 'two racks',
+      parse: () => parseNode(node({ name: 'n', labels: { 'porter.kubesphere.io/rack': 'leaf1', [OE_RACK]: 'leaf2' } })),
+      field: `metadata.labels["${OE_RACK}"]`,
+      rule: 'must equal metadata.labels["porter.kubesphere.io/rack"] ("leaf1") or be left out',
+    },
+    {
+      name: 'two requested IPs',
+      parse: () => parseService(openElbService({ [IP_ANN]: '198.51.100.7', [OE_IP]: '198.51.100.8' })),
+      field: `metadata.annotations["${OE_IP}"]`,
+      rule: `must equal metadata.annotations["${IP_ANN}"] ("198.51.100.7")`,
+    },
+    {
+      name: 'two pools',
+      parse: () => parseService(openElbService({ [POOL_ANN]: 'eip-a', [OE_POOL]: 'eip-b' })),
+      field: `metadata.annotations["${OE_POOL}"]`,
+      rule: "PorterLB's and OpenELB's key for one setting",
+    },
+    {
+      name: 'a bad IP under OpenELB\'s key',
+      parse: () => parseService(openElbService({ [OE_IP]: '300.1.1.1' })),
+      field: `metadata.annotations["${OE_IP}"]`,
+      rule: 'must be an IPv4 address',
+    },
+  ])('refuses $name, naming the key and the rule', ({ parse, field, rule }) => {
+    expectInvalidField(parse, field, rule);
   });
 });
