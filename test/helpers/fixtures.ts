@@ -302,3 +302,34 @@ export function porterLbExample(): {
     }),
   };
 }
+
+/** PorterLB's keys and values and OpenELB's for the same settings (src/core/types.ts, LABELS and ANNOTATIONS). */
+const OPENELB_KEYS: Record<string, string> = {
+  'porter.kubesphere.io/rack': 'openelb.kubesphere.io/rack',
+  'eip.porter.kubesphere.io/v1alpha1': 'eip.openelb.kubesphere.io/v1alpha1',
+  'eip.porter.kubesphere.io/v1alpha2': 'eip.openelb.kubesphere.io/v1alpha2',
+  'eip.porter.kubesphere.io/is-default-eip': 'eip.openelb.kubesphere.io/is-default-eip',
+};
+
+/**
+ * The object as an OpenELB user has it: every PorterLB label and annotation key (a BgpPeer's
+ * nodeSelector included) under OpenELB's name, and `lb.kubesphere.io/v1alpha1: openelb`.
+ */
+export function asOpenElb(o: Json): Json {
+  const copy = structuredClone(o);
+  const rename = (map: unknown): void => {
+    if (typeof map !== 'object' || map === null) return;
+    const m = map as Record<string, unknown>;
+    for (const [from, to] of Object.entries(OPENELB_KEYS)) {
+      if (!(from in m)) continue;
+      m[to] = m[from];
+      delete m[from];
+    }
+    if (m['lb.kubesphere.io/v1alpha1'] === 'porter') m['lb.kubesphere.io/v1alpha1'] = 'openelb';
+  };
+  const meta = copy.metadata as Json;
+  rename(meta.labels);
+  rename(meta.annotations);
+  rename(((copy.spec as Json | undefined)?.nodeSelector as Json | undefined)?.matchLabels);
+  return copy;
+}

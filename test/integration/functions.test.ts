@@ -4,7 +4,7 @@
  */
 import { Cluster, type Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { bgpPeer, eip, endpointSlice, node, porterLbExample, service } from '../helpers/fixtures.js';
+import { asOpenElb, bgpPeer, eip, endpointSlice, node, porterLbExample, service, type Json } from '../helpers/fixtures.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 import { flushStore, postTo, send, serveAll, snapshot, stateJson, withVersion, type ServedFunctions } from '../helpers/functions.js';
 import { apiServerEvent, toHttpMessage, toStructuredJson } from '../../src/events/codec.js';
@@ -27,9 +27,9 @@ beforeEach(async () => {
   await flushStore(fns.store);
 });
 
-async function applyExample(): Promise<ReturnType<typeof porterLbExample>> {
+async function applyExample(as: (o: Json) => Json = (o) => o): Promise<ReturnType<typeof porterLbExample>> {
   const ex = porterLbExample();
-  for (const o of [...ex.nodes, ex.conf, ...ex.peers, ex.eip, ex.service, ex.slice]) {
+  for (const o of [...ex.nodes, ex.conf, ...ex.peers, ex.eip, ex.service, ex.slice].map(as)) {
     const a = await send(fns, 'add', o);
     expect(a.status, `${String(o.kind)}: ${a.body}`).toBe(200);
     expect(a.outcome).toBe('applied');
@@ -102,6 +102,34 @@ describe('PorterLB multi-router example', () => {
     expect(state.racks.leaf1?.routes['172.22.0.2/32']).toBeUndefined();
     expect(state.services['default/porter-bgp-svc']).toBeUndefined();
     expect(state.intents['172.22.0.2']).toBeUndefined();
+  });
+});
+
+describe('the same example with OpenELB\'s labels and annotations', () => {
+  it('gives the same state as with PorterLB\'s', async () => {
+    await applyExample();
+    const { generation: _g, revision: _r, ...porter } = await stateJson(redis.url);
+    await flushStore(fns.store);
+    const ex = await applyExample(asOpenElb);
+    // Every key renamed, none left under PorterLB's name: the test would prove nothing otherwise.
+    expect(JSON.stringify([...ex.nodes, ...ex.peers, ex.eip, ex.service].map(asOpenElb))).not.toMatch(/porter\.kubesphere\.io|"porter"/);
+    const { generation: _g2, revision: _r2, ...openElb } = await stateJson(redis.url);
+    expect(openElb).toEqual(porter);
+    expect(openElb.racks.leaf1?.routes['172.22.0.2/32']).toEqual(['192.168.0.3', '192.168.0.4']);
+    expect(openElb.peers['worker-p002']).toEqual([{ name: 'bgppeer-leaf2', address: '192.168.1.1', asn: 50001 }]);
+  });
+
+  it('refuses a node whose PorterLB and OpenELB rack labels disagree, naming the label, and keeps what was stored', async () => {
+    await applyExample(asOpenElb);
+    const before = await snapshot(fns.store);
+    const torn = node({ name: 'worker-p002', ip: '192.168.1.2', speaker: true, resourceVersion: '2', labels: { 'porter.kubesphere.io/rack': 'leaf1', 'openelb.kubesphere.io/rack': 'leaf2' } });
+    const r = await send(fns, 'update', torn);
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toMatchObject({
+      field: 'metadata.labels["openelb.kubesphere.io/rack"]',
+      rule: 'must equal metadata.labels["porter.kubesphere.io/rack"] ("leaf1") or be left out: PorterLB\'s and OpenELB\'s key for one setting',
+    });
+    expect(await snapshot(fns.store)).toBe(before);
   });
 });
 

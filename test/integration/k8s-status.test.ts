@@ -13,7 +13,7 @@ import { StatusWriter } from '../../src/k8s/status-writer.js';
 import { serviceChange, type ServiceTarget } from '../../src/k8s/status.js';
 import { parseEip } from '../../src/core/objects.js';
 import { markComplete } from '../../src/state/complete.js';
-import { eip, porterLbExample, service, type Json } from '../helpers/fixtures.js';
+import { asOpenElb, eip, porterLbExample, service, type Json } from '../helpers/fixtures.js';
 import { send, serveAll, type ServedFunctions } from '../helpers/functions.js';
 import { spawnCli } from '../helpers/cli.js';
 import { startKubeApi, type FakeKubeApi } from '../helpers/kube-api.js';
@@ -56,10 +56,10 @@ async function eventually<T>(what: string, probe: () => T | undefined | Promise<
 }
 
 /** The example in the API (as its server numbers it) and, through the functions, in the store. */
-async function loadExample(): Promise<void> {
+async function loadExample(as: (o: Json) => Json = (o) => o): Promise<void> {
   const ex = porterLbExample();
   for (const o of [...ex.nodes, ex.conf, ...ex.peers, ex.eip, ex.service, ex.slice]) {
-    const stored = kube.apply(o);
+    const stored = kube.apply(as(o));
     const answer = await send(fns, 'add', stored);
     expect(answer.status, answer.body).toBe(200);
   }
@@ -166,6 +166,27 @@ describe('status write-back', () => {
     expect(labels(svc)['eip.porter.kubesphere.io/v1alpha2']).toBeUndefined();
     // The Eip no longer counts it.
     await eventually('the Eip usage', () => (status(kube.get('Eip', 'porter-bgp-eip')).usage === 0 ? true : undefined));
+  });
+
+  it('writes OpenELB\'s pool label on a Service that opted in with openelb, and takes back a released one\'s', async () => {
+    await loadExample(asOpenElb);
+    // Left by OpenELB on a Service racklb never received: released once the store is complete.
+    kube.apply(asOpenElb(service({ name: 'left-over', labels: { 'eip.porter.kubesphere.io/v1alpha2': 'porter-bgp-eip' } })));
+    kube.setStatus('Service', 'left-over', 'default', { loadBalancer: { ingress: [{ ip: '172.22.0.2' }] } });
+    await markComplete(fns.store);
+    startWriter();
+    const svc = await eventually('the Service status', () => {
+      const s = kube.get('Service', 'porter-bgp-svc', 'default');
+      return (status(s).loadBalancer as Json | undefined)?.ingress ? s : undefined;
+    });
+    expect(status(svc)).toEqual({ loadBalancer: { ingress: [{ ip: '172.22.0.2' }] } });
+    expect(labels(svc)['eip.openelb.kubesphere.io/v1alpha2']).toBe('porter-bgp-eip');
+    expect(labels(svc)).not.toHaveProperty('eip.porter.kubesphere.io/v1alpha2');
+    const released = await eventually('the left-over Service released', () => {
+      const s = kube.get('Service', 'left-over', 'default');
+      return labels(s)['eip.openelb.kubesphere.io/v1alpha2'] === undefined ? s : undefined;
+    });
+    expect((status(released).loadBalancer as Json | undefined)?.ingress ?? []).toEqual([]);
   });
 
   it('answers a 409 conflict by reading the object again and reapplying, keeping the other writer\'s change', async () => {
