@@ -272,6 +272,16 @@ function readSlicesOfLocal(r: Reader, items: readonly ServiceEvent[]): SlicesAhe
   return reads;
 }
 
+/**
+ * WATCH on the transaction's connection, sent ahead of the reads that follow: Redis answers one
+ * connection in order, so they are read after it without waiting for its OK, and a failed WATCH
+ * fails those reads with it.
+ */
+function watchBeforeReading(r: Reader, keys: readonly string[]): void {
+  if (keys.length === 0) return;
+  r.redis.watch(...keys).catch(() => undefined);
+}
+
 /** One stored allocation; a malformed one counts as absent, as `Reader.hashJson` skips it. */
 function parseAllocation(json: string | null): Allocation | undefined {
   if (json === null) return undefined;
@@ -304,6 +314,11 @@ async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPla
   storedIntents.catch(() => undefined);
   const owners = plan ? list.map((ip) => plan.allocations.get(ip)?.services ?? []) : (await r.redis.hmget(k.allocations(), ...list)).map((v) => parseAllocation(v)?.services ?? []);
   const fromStore = [...new Set(owners.flat().filter((o) => !plan?.overrides.has(o)))];
+  // Everything an intent is computed from is watched before it is read, as the transaction's own
+  // keys are: another transaction (another kind of event, or another replica) that writes one of
+  // these Services or its slices before this EXEC must fail it, not have its own intent replaced
+  // by one computed without its change.
+  watchBeforeReading(r, fromStore.map((key) => k.object('Service', key)));
   const stored = new Map((await r.records('Service', fromStore)).map((s) => [s.key, s]));
   const servicesOf = owners.map((o) => {
     const services: ServiceRecord[] = o.flatMap((key) => (plan?.overrides.has(key) ? [] : (stored.get(key) ?? [])));
@@ -316,6 +331,7 @@ async function planIntents(r: Reader, ips: Iterable<string>, plan: AllocationPla
   // serviceIpIntent reads slices only when every Service of the IP is Local: no reads otherwise.
   const local = servicesOf.map((managed) => managed.length > 0 && managed.every((s) => s.externalTrafficPolicy === 'Local'));
   const sliced = [...new Set(servicesOf.flatMap((managed, i) => (local[i] ? managed.map((s) => s.key) : [])))];
+  watchBeforeReading(r, sliced.filter((key) => !slicesAhead?.has(key)).map((key) => k.serviceEndpoints(key)));
   const slicesRead = await Promise.all(sliced.map((key) => slicesAhead?.get(key) ?? r.hashJson<EndpointSliceRecord>(k.serviceEndpoints(key))));
   const slicesOf = new Map(sliced.map((key, i) => [key, slicesRead[i] as Map<string, EndpointSliceRecord>]));
   if (sliceOverride !== undefined) {
@@ -547,6 +563,8 @@ async function handleEip(event: KubeEvent, { store, journal }: FunctionDeps, id:
     const waiting = Object.keys(pending);
     const holders = [...plan.allocations.values()].filter((a) => a.pool === id.name).flatMap((a) => a.services);
     const affected = [...new Set([...waiting, ...holders])].sort();
+    // What this Eip decides for these Services rests on their records as read now (planIntents).
+    watchBeforeReading(r, affected.map((key) => k.object('Service', key)));
     const records = new Map((await r.records('Service', affected)).map((s) => [s.key, s]));
     // The whole hash was read: a Service missing from it is not waiting.
     for (const key of affected) plan.pendingAsRead.set(key, pending[key]);

@@ -10,7 +10,11 @@ import { node } from '../helpers/fixtures.js';
 import { parseNode } from '../../src/core/objects.js';
 
 let store: Store;
-useRedisStore((s) => (store = s));
+let redisUrl: string;
+useRedisStore((s, r) => {
+  store = s;
+  redisUrl = r.url;
+});
 
 async function entries(): Promise<Record<string, string>[]> {
   const raw = await store.redis.xrange(store.keys.changes(), '-', '+');
@@ -88,5 +92,41 @@ describe('change notifications of one transaction', () => {
     // A transaction that writes no Node leaves the token alone.
     await store.transact([], async () => ({ result: undefined, write: (w) => w.notify({ scope: 'all', topic: 'conf', subject: 'default' }) }));
     expect(await store.redis.get(k.epoch('Node'))).toBe(after);
+  });
+});
+
+describe('a transaction whose first attempt WATCH aborted', () => {
+  it('commits on its next attempt on the same connection, notifications included, with Redis holding no script yet', async () => {
+    // ioredis sends a script's text the first time a connection uses it and only its SHA after.
+    // A first EVAL queued in a MULTI that EXEC then discarded never ran: the next attempt's EVALSHA
+    // found no script, failing inside EXEC after every other command of it had been applied.
+    const fresh = Store.open(redisUrl, { prefix: 'aborted', failFast: true });
+    const other = Store.open(redisUrl, { prefix: 'aborted', failFast: true });
+    try {
+      await Promise.all([fresh.connect(), other.connect()]);
+      await fresh.redis.script('FLUSH');
+      const k = fresh.keys;
+      let attempts = 0;
+      await fresh.transact([k.intents()], async (r) => {
+        attempts++;
+        await r.redis.hget(k.intents(), '198.51.100.9');
+        // Another writer between this read and EXEC: the first EXEC is discarded.
+        if (attempts === 1) await other.redis.hset(k.intents(), '198.51.100.8', '{}');
+        return {
+          result: undefined,
+          write: (w) => {
+            w.multi.hset(k.intents(), '198.51.100.9', '{"ip":"198.51.100.9"}');
+            w.notify({ scope: 'all', topic: 'intent', subject: '198.51.100.9' });
+          },
+        };
+      });
+      expect(attempts).toBe(2);
+      const changes = await fresh.redis.xrange(k.changes(), '-', '+');
+      expect(changes.map(([, f]) => f[f.indexOf('subject') + 1])).toEqual(['198.51.100.9']);
+      expect(await fresh.redis.hget(k.meta(), 'rev')).toBe('1');
+    } finally {
+      await fresh.close();
+      await other.close();
+    }
   });
 });

@@ -6,7 +6,7 @@
  * builds is checked to land in one slot, asked of the cluster itself (CLUSTER KEYSLOT): a
  * WATCH/MULTI/EXEC across slots fails on a cluster.
  */
-import { Redis } from 'ioredis';
+import { Redis, type Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KINDS } from '../../src/core/types.js';
 import { Keys } from '../../src/store/keys.js';
@@ -56,6 +56,30 @@ describe('key names on a Redis Cluster', () => {
       expect(await store.redis.hget(store.keys.meta(), 'rev')).toBe('1');
     } finally {
       await store.close();
+    }
+  });
+
+  it('a transaction whose first attempt WATCH aborted commits on the next, with no master holding the script', async () => {
+    // As in change-notifications.test.ts, on the connections a cluster client keeps per node.
+    const store = Store.open(cluster.url, { prefix: 'aborted', failFast: true });
+    const other = Store.open(cluster.url, { prefix: 'aborted', failFast: true });
+    try {
+      await Promise.all([store.connect(), other.connect()]);
+      const k = store.keys;
+      await other.redis.get(k.meta());
+      for (const node of (other.redis as unknown as Cluster).nodes('master')) await node.script('FLUSH');
+      let attempts = 0;
+      await store.transact([k.intents()], async (r) => {
+        attempts++;
+        await r.redis.hget(k.intents(), '198.51.100.9');
+        if (attempts === 1) await other.redis.hset(k.intents(), '198.51.100.8', '{}');
+        return { result: undefined, write: (w) => w.notify({ scope: 'all', topic: 'intent', subject: '198.51.100.9' }) };
+      });
+      expect(attempts).toBe(2);
+      expect(await store.redis.hget(k.meta(), 'rev')).toBe('1');
+    } finally {
+      await store.close();
+      await other.close();
     }
   });
 });
