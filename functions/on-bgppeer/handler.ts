@@ -52,8 +52,10 @@ async function handlePeer(event: KubeEvent, { store, journal }: FunctionDeps, id
 async function planPeers(r: Reader, items: readonly PeerEvent[]): Promise<TxPlan<Settled<Outcome>[]>> {
   const k = r.keys;
   // The speakers, their labels and addresses change with Node writes, which all bump this epoch:
-  // watched before it is read, so the speakers come from memory while no Node was written.
-  const nodesWatched = r.redis.watch(k.epoch('Node'));
+  // watched before it is read, so the speakers come from memory while no Node was written. The
+  // index of BgpPeers too: a BgpPeer another replica adds after it was read would otherwise be left
+  // out of every list this batch rewrites (it changes only with adds and deletes).
+  const nodesWatched = r.redis.watch(k.epoch('Node'), k.index('BgpPeer'));
   nodesWatched.catch(() => undefined);
   const [objects, speakers, peerNames] = await Promise.all([r.redis.mget(items.map((it) => k.object('BgpPeer', it.id.key))), r.speakersCached(), r.redis.smembers(k.index('BgpPeer'))]);
   await nodesWatched;

@@ -1,20 +1,24 @@
 /**
- * Transactions of different kinds run side by side: an Eip's, an EndpointSlice's and a Service's
- * event each in its own transaction, in one on-service process or in two replicas of it. Each
- * reads what the others write (a Local Service's route follows its slices; an Eip gives waiting
- * Services their addresses), so each must WATCH what it read: otherwise one that read before
- * another's EXEC overwrites that one's route intent with one computed without its change, and the
- * store holds every object yet a wrong route. Real redis-server, the real handlers; the races are
- * provoked many times, each on a fresh prefix, and every outcome must equal the sequential one.
+ * Transactions that read what other transactions write, run side by side: an Eip's, an
+ * EndpointSlice's and a Service's event in one on-service process or in two replicas of it, and
+ * BgpPeer events in two replicas of on-bgppeer. A Local Service's route follows its slices; an Eip
+ * gives waiting Services their addresses; a speaker's peer list follows every BgpPeer. Each
+ * transaction must WATCH what it read, or one that read before another's EXEC overwrites that
+ * one's result with one computed without its change: the store then holds every object and a wrong
+ * route or peer list. Real redis-server, the real handlers; the races are provoked many times, each
+ * on a fresh prefix, or forced at the exact read, and every outcome must equal the sequential one.
  */
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { definition as onBgpPeer } from '../../functions/on-bgppeer/handler.js';
+import { definition as onNodeLabel } from '../../functions/on-node-label/handler.js';
 import { definition as onService } from '../../functions/on-service/handler.js';
+import type { FunctionDefinition } from '../../src/serve/handler.js';
 import type { KubeAction, KubeEvent } from '../../src/events/codec.js';
 import { runHandler, type FunctionDeps } from '../../src/serve/handler.js';
 import { readState } from '../../src/state/read.js';
 import { Store } from '../../src/store/store.js';
-import { eip, endpointSlice, service, type Json } from '../helpers/fixtures.js';
+import { bgpPeer, eip, endpointSlice, node, service, type Json } from '../helpers/fixtures.js';
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
 let redis: TestRedis;
@@ -45,8 +49,8 @@ async function replicas(prefix: string): Promise<[FunctionDeps, FunctionDeps]> {
   return [{ store: a, logger }, { store: b, logger }];
 }
 
-async function applied(deps: FunctionDeps, e: KubeEvent): Promise<void> {
-  const h = await runHandler(onService, e, deps, 'test');
+async function applied(deps: FunctionDeps, e: KubeEvent, fn: FunctionDefinition = onService): Promise<void> {
+  const h = await runHandler(fn, e, deps, 'test');
   expect(h.ok && h.outcome.outcome, JSON.stringify(h)).toBe('applied');
 }
 
@@ -104,4 +108,46 @@ describe('an Eip and an EndpointSlice decided side by side', () => {
     }
     expect(wrong).toEqual([]);
   }, 120_000);
+});
+
+/**
+ * Runs `meanwhile` once, the moment the first reply to `command` on `key` reaches one of `store`'s
+ * transaction connections (made from now on): between a transaction's read and its EXEC.
+ */
+function afterRead(store: Store, command: 'smembers', key: string, meanwhile: () => Promise<void>): void {
+  let armed = true;
+  const duplicate = store.redis.duplicate.bind(store.redis);
+  store.redis.duplicate = ((...args: Parameters<typeof duplicate>) => {
+    const conn = duplicate(...args);
+    const read = conn[command].bind(conn) as (k: string) => Promise<string[]>;
+    (conn as unknown as Record<string, unknown>)[command] = async (k: string) => {
+      const reply = await read(k);
+      if (armed && k === key) {
+        armed = false;
+        await meanwhile();
+      }
+      return reply;
+    };
+    return conn;
+  }) as typeof store.redis.duplicate;
+}
+
+describe('two BgpPeer events decided side by side by two replicas', () => {
+  it('leave a speaker with every peer that selects it: an add is never lost to an update read before it', async () => {
+    const [one, other] = await replicas('peers');
+    await applied(one, kubeEvent('add', node({ name: 's1', ip: '192.0.2.1', rack: 'leaf1', speaker: true })), onNodeLabel);
+    for (const [name, address] of [['p0', '192.0.2.250'], ['p1', '192.0.2.251']] as const) {
+      await applied(one, kubeEvent('add', bgpPeer({ name, neighborAddress: address })), onBgpPeer);
+    }
+    // A second store of the first replica, whose transaction connections are all new, so that the
+    // read is caught: the other replica adds p2 after this update read which BgpPeers exist.
+    const watched: FunctionDeps = { store: Store.open(redis.url, { prefix: 'peers', failFast: true }), logger };
+    stores.push(watched.store);
+    await watched.store.connect();
+    afterRead(watched.store, 'smembers', watched.store.keys.index('BgpPeer'), () => applied(other, kubeEvent('add', bgpPeer({ name: 'p2', neighborAddress: '192.0.2.252' })), onBgpPeer));
+    await applied(watched, kubeEvent('update', bgpPeer({ name: 'p1', neighborAddress: '192.0.2.251', resourceVersion: '2', spec: { timers: { config: { holdTime: 30 } } } })), onBgpPeer);
+    expect(await watched.store.redis.smembers(watched.store.keys.index('BgpPeer'))).toContain('p2');
+    const state = await readState(one.store);
+    expect(state.peers.s1?.map((p) => p.name)).toEqual(['p0', 'p1', 'p2']);
+  });
 });
