@@ -46,8 +46,8 @@ export const ANNOTATIONS = {
   defaultEip: ['eip.porter.kubesphere.io/is-default-eip', 'eip.openelb.kubesphere.io/is-default-eip'] as KeyPair,
 } as const;
 
-/** `lb.kubesphere.io/v1alpha1: porter (or openelb)`, for messages. */
-export const OPT_IN_TEXT = `${ANNOTATIONS.optIn}: porter (or openelb)`;
+/** `lb.kubesphere.io/v1alpha1: porter or openelb`, for messages. */
+export const OPT_IN_TEXT = `${ANNOTATIONS.optIn}: ${Object.keys(ANNOTATIONS.optInValues).join(' or ')}`;
 
 /** Identity and ordering data every stored object carries. */
 export interface ObjectMeta {

@@ -204,7 +204,7 @@ describe('allocate', () => {
   });
 
   it.each<{ name: string; s: ServiceRecord; pools?: EipRecord[]; allocations?: Allocation[]; reason: string }>([
-    { name: 'unmanaged', s: svc({ name: 's', managed: false }), reason: 'Service default/s is not racklb\'s: it needs type LoadBalancer and the annotation lb.kubesphere.io/v1alpha1: porter (or openelb)' },
+    { name: 'unmanaged', s: svc({ name: 's', managed: false }), reason: 'Service default/s is not racklb\'s: it needs type LoadBalancer and the annotation lb.kubesphere.io/v1alpha1: porter or openelb' },
     { name: 'named pool missing', s: svc({ name: 's', pool: 'nope' }), reason: 'pool "nope" (annotation eip.porter.kubesphere.io/v1alpha2) does not exist' },
     { name: 'named pool disabled', s: svc({ name: 's', pool: 'eip-off' }), reason: 'pool "eip-off" is disabled' },
     { name: 'named pool of the wrong family', s: svc({ name: 's', pool: 'v6' }), reason: 'pool "v6" is IPv6 but the Service\'s first IP family is IPv4' },
