@@ -8,7 +8,7 @@
  * failure (Redis gone mid-way, conflict) leaves nothing half-written.
  */
 import { randomUUID } from 'node:crypto';
-import type { ChainableCommander, Cluster, Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import { RacklbError } from '../errors.js';
 import type { Kind, KubeRecord } from '../core/types.js';
 import type { StoredVersion } from '../core/versions.js';
@@ -114,11 +114,6 @@ end
 return out
 `;
 
-type NotifyCommander = ChainableCommander & {
-  /** numkeys, then KEYS and ARGV as NOTIFY_LUA reads them. */
-  racklbNotify(...args: (string | number)[]): ChainableCommander;
-};
-
 export function encodeScope(scope: ChangeScope): string {
   if (scope === 'all') return 'all';
   return 'rack' in scope ? `rack:${scope.rack}` : `node:${scope.node}`;
@@ -197,7 +192,13 @@ export class TxWriter {
       if (at < 0) at = hashes.push(carry[1]) - 1;
       args.push(scope, change.topic, change.subject, carry[0], String(at + 1));
     }
-    (this.multi as NotifyCommander).racklbNotify(hashes.length, ...hashes, ...args);
+    // The script's text, not its SHA: inside MULTI an EVALSHA that finds no script fails at EXEC,
+    // after every other command of the transaction was applied. ioredis sends a script's SHA once
+    // it has sent the text on a connection, but a text sent in a MULTI that WATCH then aborted
+    // never ran (test/integration/change-notifications.test.ts); a Redis restarted, flushed with
+    // SCRIPT FLUSH, or 7.4's eviction of EVAL scripts would do the same. Redis hashes these few
+    // hundred bytes once per transaction, which is one per batch.
+    this.multi.eval(NOTIFY_LUA, hashes.length, ...hashes, ...args);
   }
 }
 
@@ -688,30 +689,6 @@ export class Store {
 }
 
 function defineScripts(redis: Redis): void {
-  if ('racklbNotify' in redis) return;
-  // numberOfKeys unset: each call names its own (the hashes its notifications carry values from).
-  redis.defineCommand('racklbNotify', { lua: NOTIFY_LUA });
-  redis.defineCommand('racklbLowestFree', { numberOfKeys: 1, lua: LOWEST_FREE_LUA });
-  loadScriptsWhenReady(redis);
-}
-
-/**
- * SCRIPT LOAD of racklb's scripts each time a connection (each node's, on a cluster) becomes ready,
- * so that Redis's script cache holds them before any transaction on it can need them. ioredis sends
- * a script's text (EVAL) the first time a connection uses it and only its SHA (EVALSHA) afterwards;
- * but a first EVAL queued in a MULTI that WATCH then discarded never ran, and the next attempt's
- * EVALSHA failed inside EXEC with NOSCRIPT after every other command of that EXEC had been applied
- * (test/integration/change-notifications.test.ts). A Redis that restarted empty comes back on a new
- * connection, which is ready again.
- */
-function loadScriptsWhenReady(redis: Redis): void {
-  const load = (conn: Redis): void => {
-    for (const lua of [NOTIFY_LUA, LOWEST_FREE_LUA]) conn.script('LOAD', lua).catch(() => undefined);
-  };
-  if ((redis as { isCluster?: boolean }).isCluster === true) {
-    (redis as unknown as Cluster).on('+node', (node: Redis) => {
-      if (node.status === 'ready') load(node);
-      node.on('ready', () => load(node));
-    });
-  } else redis.on('ready', () => load(redis));
+  // Outside transactions only (a read): on NOSCRIPT ioredis sends the text and retries.
+  if (!('racklbLowestFree' in redis)) redis.defineCommand('racklbLowestFree', { numberOfKeys: 1, lua: LOWEST_FREE_LUA });
 }
