@@ -57,6 +57,19 @@ async function applied(deps: FunctionDeps, e: KubeEvent, fn: FunctionDefinition 
 
 const ROUNDS = 150;
 
+/**
+ * Two events at once, each through its replica: by turns neither, the first or the second held
+ * back one turn of the event loop, so that each reaches its reads first in some rounds.
+ */
+async function sideBySide(round: number, ...events: [FunctionDeps, KubeEvent][]): Promise<void> {
+  await Promise.all(
+    events.map(async ([deps, e], i) => {
+      if (round % 3 === i + 1) await new Promise((r) => setImmediate(r));
+      await applied(deps, e);
+    }),
+  );
+}
+
 describe('an Eip and an EndpointSlice decided side by side', () => {
   it('give a waiting Local Service its address and the route through its endpoint, whatever their order', async () => {
     const wrong: unknown[] = [];
@@ -66,17 +79,7 @@ describe('an Eip and an EndpointSlice decided side by side', () => {
       await applied(one, kubeEvent('add', service({ name: 'b', requestedIp: '198.51.100.2', externalTrafficPolicy: 'Local' })));
       const pool = kubeEvent('add', eip({ name: 'pool', address: '198.51.100.0/28', isDefault: true }));
       const slice = kubeEvent('add', endpointSlice({ service: 'b', endpoints: [{ nodeName: 'n2' }] }));
-      const lead = round % 3;
-      await Promise.all([
-        (async () => {
-          if (lead === 1) await new Promise((r) => setImmediate(r));
-          await applied(one, pool);
-        })(),
-        (async () => {
-          if (lead === 2) await new Promise((r) => setImmediate(r));
-          await applied(round % 2 === 0 ? other : one, slice);
-        })(),
-      ]);
+      await sideBySide(round, [one, pool], [round % 2 === 0 ? other : one, slice]);
       const state = await readState(one.store);
       const intent = state.intents['198.51.100.2'];
       if (JSON.stringify(intent?.nodes) !== JSON.stringify(['n2'])) wrong.push({ round, intent });
@@ -93,17 +96,7 @@ describe('an Eip and an EndpointSlice decided side by side', () => {
       await applied(one, kubeEvent('add', endpointSlice({ service: 'x', endpoints: [{ nodeName: 'n1' }] })));
       const cluster = kubeEvent('update', service({ name: 'x', requestedIp: '198.51.100.3', externalTrafficPolicy: 'Cluster', resourceVersion: '2' }));
       const moved = kubeEvent('update', endpointSlice({ service: 'x', resourceVersion: '2', endpoints: [{ nodeName: 'n2' }] }));
-      const lead = round % 3;
-      await Promise.all([
-        (async () => {
-          if (lead === 1) await new Promise((r) => setImmediate(r));
-          await applied(one, cluster);
-        })(),
-        (async () => {
-          if (lead === 2) await new Promise((r) => setImmediate(r));
-          await applied(round % 2 === 0 ? other : one, moved);
-        })(),
-      ]);
+      await sideBySide(round, [one, cluster], [round % 2 === 0 ? other : one, moved]);
       const intent = (await readState(one.store)).intents['198.51.100.3'];
       if (intent?.policy !== 'Cluster' || intent.nodes.length !== 0) wrong.push({ round, intent });
     }
