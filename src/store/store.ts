@@ -464,6 +464,53 @@ export interface TxJournal<T> {
   journaled: boolean;
 }
 
+/**
+ * A transaction's connection from its WATCH to its EXEC. When the connection closes, its WATCH goes
+ * with it, but ioredis would send a MULTI issued meanwhile on the next connection (its offline
+ * queue), or send an unanswered one there again (autoResendUnfulfilledCommands): that EXEC would
+ * apply, unwatched, what was decided on the old connection's reads, over a concurrent writer's
+ * change or into a Redis that restarted (test/integration/store-reconnect.test.ts). So EXEC is refused
+ * on a connection that closed since WATCH, and a connection that closes during EXEC is disconnected
+ * before ioredis can send the transaction again (it reconnects 100 ms or more after the close).
+ * On a Redis Cluster only the loss of the whole client is seen, not one node's connection.
+ */
+const LOST: ReadonlySet<string> = new Set(['close', 'reconnecting', 'end']);
+
+class HeldConnection {
+  private closed = false;
+  private duringExec: (() => void) | undefined;
+  private readonly onClose = (): void => {
+    this.closed = true;
+    this.duringExec?.();
+  };
+
+  constructor(private readonly conn: Redis) {
+    conn.on('close', this.onClose);
+  }
+
+  exec(multi: ChainableCommander): Promise<[Error | null, unknown][] | null> {
+    // A new connection still connecting is fine: WATCH, the reads and MULTI wait in its queue, in
+    // order, for its first socket. One that closed (its status changes at once, the event follows
+    // on the next tick) is not.
+    if (this.closed || LOST.has(this.conn.status)) {
+      return Promise.reject(new RacklbError('RACKLB_STORE_UNAVAILABLE', 'Redis connection lost between WATCH and EXEC: nothing was written; the event is decided again'));
+    }
+    return new Promise((resolve, reject) => {
+      this.duringExec = () => {
+        // Transact drops a connection that failed this way, too; this closes it before anything
+        // else can run, whatever the caller does.
+        this.conn.disconnect();
+        reject(new RacklbError('RACKLB_STORE_UNAVAILABLE', 'Redis connection lost during EXEC: the transaction may or may not have been applied; the event is decided again (its version tells)'));
+      };
+      multi.exec().then(resolve, reject);
+    });
+  }
+
+  end(): void {
+    this.conn.off('close', this.onClose);
+  }
+}
+
 export interface TransactOptions<T> {
   journal?: TxJournal<T>;
 }
@@ -539,53 +586,15 @@ export class Store {
     let healthy = true;
     try {
       for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-        // Not awaited before the body: Redis answers a connection's commands in order, so the body's
-        // first reads follow WATCH without waiting a round trip for its OK.
-        const watched = watch.length > 0 ? conn.watch(...watch) : undefined;
-        watched?.catch(() => undefined);
-        let plan: TxPlan<T>;
-        try {
-          plan = await body(new Reader(conn, this.keys, this.recordCache));
-          await watched;
-        } catch (err) {
-          await this.unwatch(conn).catch(() => undefined);
-          throw err;
+        const outcome = await this.attempt(conn, watch, body, opts);
+        if (outcome.done) return outcome.result;
+        // A watched key changed: decide again on fresh data, and from now on take turns.
+        this.markContended(watch);
+        if (leave === undefined) {
+          this.release(conn, true);
+          leave = await this.takeTurn();
+          conn = await this.acquire();
         }
-        if (!plan.write) {
-          const unwatched = this.unwatch(conn);
-          if (opts.journal) {
-            // Sent now, behind UNWATCH on the same connection: one round trip for both.
-            unwatched.catch(() => undefined);
-            const appended = opts.journal.entriesFor(plan.result).map((fields) => this.appendJournalOn(conn, fields));
-            for (const a of appended) a.catch(() => undefined);
-            await unwatched;
-            await Promise.all(appended);
-            opts.journal.journaled = true;
-          } else await unwatched;
-          return plan.result;
-        }
-        const multi = conn.multi();
-        const writer = new TxWriter(multi, this.keys);
-        plan.write(writer);
-        writer.finish();
-        if (opts.journal) for (const fields of opts.journal.entriesFor(plan.result)) multi.xadd(...this.journalLine(fields));
-        const results = await multi.exec();
-        if (results === null) {
-          // A watched key changed: decide again on fresh data, and from now on take turns.
-          this.markContended(watch);
-          if (leave === undefined) {
-            this.release(conn, true);
-            leave = await this.takeTurn();
-            conn = await this.acquire();
-          }
-          continue;
-        }
-        for (const [err] of results) {
-          if (err) throw storeError(err, 'EXEC');
-        }
-        for (const m of writer.memorable) this.recordCache.remember(m.key, m.text, m.stored);
-        if (opts.journal) opts.journal.journaled = true;
-        return plan.result;
       }
       throw new RacklbError('RACKLB_STORE_CONFLICT', `gave up after ${MAX_ATTEMPTS} attempts: the keys kept changing under concurrent writers (${watch.join(', ')})`);
     } catch (err) {
@@ -594,6 +603,53 @@ export class Store {
     } finally {
       leave?.();
       this.release(conn, healthy);
+    }
+  }
+
+  /** One read-decide-write on `conn`: done with its result, or not done because a watched key changed. */
+  private async attempt<T>(conn: Redis, watch: readonly string[], body: (r: Reader) => Promise<TxPlan<T>>, opts: TransactOptions<T>): Promise<{ done: true; result: T } | { done: false }> {
+    const held = new HeldConnection(conn);
+    try {
+      // Not awaited before the body: Redis answers a connection's commands in order, so the body's
+      // first reads follow WATCH without waiting a round trip for its OK.
+      const watched = watch.length > 0 ? conn.watch(...watch) : undefined;
+      watched?.catch(() => undefined);
+      let plan: TxPlan<T>;
+      try {
+        plan = await body(new Reader(conn, this.keys, this.recordCache));
+        await watched;
+      } catch (err) {
+        await this.unwatch(conn).catch(() => undefined);
+        throw err;
+      }
+      if (!plan.write) {
+        const unwatched = this.unwatch(conn);
+        if (opts.journal) {
+          // Sent now, behind UNWATCH on the same connection: one round trip for both.
+          unwatched.catch(() => undefined);
+          const appended = opts.journal.entriesFor(plan.result).map((fields) => this.appendJournalOn(conn, fields));
+          for (const a of appended) a.catch(() => undefined);
+          await unwatched;
+          await Promise.all(appended);
+          opts.journal.journaled = true;
+        } else await unwatched;
+        return { done: true, result: plan.result };
+      }
+      const multi = conn.multi();
+      const writer = new TxWriter(multi, this.keys);
+      plan.write(writer);
+      writer.finish();
+      if (opts.journal) for (const fields of opts.journal.entriesFor(plan.result)) multi.xadd(...this.journalLine(fields));
+      const results = await held.exec(multi);
+      if (results === null) return { done: false };
+      for (const [err] of results) {
+        if (err) throw storeError(err, 'EXEC');
+      }
+      for (const m of writer.memorable) this.recordCache.remember(m.key, m.text, m.stored);
+      if (opts.journal) opts.journal.journaled = true;
+      return { done: true, result: plan.result };
+    } finally {
+      held.end();
     }
   }
 
