@@ -464,6 +464,9 @@ export interface TxJournal<T> {
   journaled: boolean;
 }
 
+/** ioredis statuses of a connection that has closed (set at once; the 'close' event follows on the next tick). */
+const LOST: ReadonlySet<string> = new Set(['close', 'reconnecting', 'end']);
+
 /**
  * A transaction's connection from its WATCH to its EXEC. When the connection closes, its WATCH goes
  * with it, but ioredis would send a MULTI issued meanwhile on the next connection (its offline
@@ -474,8 +477,6 @@ export interface TxJournal<T> {
  * before ioredis can send the transaction again (it reconnects 100 ms or more after the close).
  * On a Redis Cluster only the loss of the whole client is seen, not one node's connection.
  */
-const LOST: ReadonlySet<string> = new Set(['close', 'reconnecting', 'end']);
-
 class HeldConnection {
   private closed = false;
   private duringExec: (() => void) | undefined;
@@ -490,8 +491,7 @@ class HeldConnection {
 
   exec(multi: ChainableCommander): Promise<[Error | null, unknown][] | null> {
     // A new connection still connecting is fine: WATCH, the reads and MULTI wait in its queue, in
-    // order, for its first socket. One that closed (its status changes at once, the event follows
-    // on the next tick) is not.
+    // order, for its first socket. One that closed is not.
     if (this.closed || LOST.has(this.conn.status)) {
       return Promise.reject(new RacklbError('RACKLB_STORE_UNAVAILABLE', 'Redis connection lost between WATCH and EXEC: nothing was written; the event is decided again'));
     }
