@@ -8,7 +8,7 @@
  * failure (Redis gone mid-way, conflict) leaves nothing half-written.
  */
 import { randomUUID } from 'node:crypto';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import { RacklbError } from '../errors.js';
 import type { Kind, KubeRecord } from '../core/types.js';
 import type { StoredVersion } from '../core/versions.js';
@@ -475,24 +475,28 @@ const LOST: ReadonlySet<string> = new Set(['close', 'reconnecting', 'end']);
  * change or into a Redis that restarted (test/integration/store-reconnect.test.ts). So EXEC is refused
  * on a connection that closed since WATCH, and a connection that closes during EXEC is disconnected
  * before ioredis can send the transaction again (it reconnects 100 ms or more after the close).
- * On a Redis Cluster only the loss of the whole client is seen, not one node's connection.
+ * A cluster client has a connection per node: the loss of any of them counts (the transaction's
+ * node is one of them; another's is a rare 503 more).
  */
 class HeldConnection {
   private closed = false;
   private duringExec: (() => void) | undefined;
+  /** The connection itself, or a cluster client's connection to each node it knows. */
+  private readonly sockets: Redis[];
   private readonly onClose = (): void => {
     this.closed = true;
     this.duringExec?.();
   };
 
   constructor(private readonly conn: Redis) {
-    conn.on('close', this.onClose);
+    this.sockets = (conn as { isCluster?: boolean }).isCluster === true ? (conn as unknown as Cluster).nodes('all') : [conn];
+    for (const s of this.sockets) s.on('close', this.onClose);
   }
 
   exec(multi: ChainableCommander): Promise<[Error | null, unknown][] | null> {
     // A new connection still connecting is fine: WATCH, the reads and MULTI wait in its queue, in
     // order, for its first socket. One that closed is not.
-    if (this.closed || LOST.has(this.conn.status)) {
+    if (this.closed || this.sockets.some((c) => LOST.has(c.status))) {
       return Promise.reject(new RacklbError('RACKLB_STORE_UNAVAILABLE', 'Redis connection lost between WATCH and EXEC: nothing was written; the event is decided again'));
     }
     return new Promise((resolve, reject) => {
@@ -507,7 +511,7 @@ class HeldConnection {
   }
 
   end(): void {
-    this.conn.off('close', this.onClose);
+    for (const s of this.sockets) s.off('close', this.onClose);
   }
 }
 

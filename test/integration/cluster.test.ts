@@ -83,4 +83,38 @@ describe('key names on a Redis Cluster', () => {
       await other.close();
     }
   });
+
+  it('a transaction whose node connection drops between its read and EXEC writes nothing, and another write stands', async () => {
+    // As store-reconnect.test.ts shows on one Redis: the cluster client would send the MULTI on
+    // its next connection to the node, where the WATCH no longer holds.
+    const store = Store.open(cluster.url, { prefix: 'dropped', failFast: true, poolSize: 1 });
+    const other = Store.open(cluster.url, { prefix: 'dropped', failFast: true });
+    const admins = cluster.ports.map((port) => new Redis({ port, host: '127.0.0.1', lazyConnect: true }));
+    try {
+      await Promise.all([store.connect(), other.connect(), ...admins.map((a) => a.connect())]);
+      const key = `{dropped}:counter`;
+      await other.redis.set(key, '10');
+      const err = await store
+        .transact([key], async (r) => {
+          const n = Number(await r.redis.get(key));
+          if (n === 10) {
+            // Every client connection but the admins' own, on every master.
+            for (const a of admins) await a.client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+            await other.redis.set(key, '500');
+            await new Promise((resolve) => setTimeout(resolve, 300));
+          }
+          return { result: n + 1, write: (w) => w.multi.set(key, String(n + 1)) };
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expect((err as { code?: string } | undefined)?.code).toBe('RACKLB_STORE_UNAVAILABLE');
+      expect(await other.redis.get(key)).toBe('500');
+    } finally {
+      for (const a of admins) a.disconnect();
+      await store.close();
+      await other.close();
+    }
+  });
 });
