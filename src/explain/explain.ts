@@ -13,8 +13,7 @@ import { allocationOrigin, pendingOfFamily, type PoolChoiceReason } from '../cor
 import { familyName, parseIp } from '../core/ip.js';
 import { effectiveConf } from '../core/peers.js';
 import { nextHopCandidate } from '../core/rack.js';
-import type { BgpPeerRecord, DualStackPolicy, Family, NodeRecord, ServiceIpIntent, ServiceRecord } from '../core/types.js';
-import { OPT_IN_TEXT } from '../core/types.js';
+import { OPT_IN_TEXT, type BgpPeerRecord, type DualStackPolicy, type Family, type NodeRecord, type ServiceIpIntent, type ServiceRecord } from '../core/types.js';
 import type { Snapshot } from '../state/snapshot.js';
 import { UNRACKED } from '../store/keys.js';
 
