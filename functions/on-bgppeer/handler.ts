@@ -126,7 +126,7 @@ async function handleConf(event: KubeEvent, { store, journal }: FunctionDeps, id
   const k = store.keys;
   return store.transact<Outcome>([k.object('BgpConf', id.key)], async (r) => {
     const stored = await r.object('BgpConf', id.key);
-    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
+    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id, record, stored));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
     const effective = id.name === EFFECTIVE_BGPCONF;
     const detail = !effective

@@ -521,7 +521,7 @@ async function handleSlice(event: KubeEvent, { store, journal }: FunctionDeps, i
   const k = store.keys;
   return store.transact<Outcome>([k.object('EndpointSlice', id.key), k.allocations(), k.serviceIps()], async (r) => {
     const stored = await r.object('EndpointSlice', id.key);
-    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
+    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id, record, stored));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
     const prev = stored && !stored.deleted && stored.record.kind === 'EndpointSlice' ? stored.record : undefined;
     const services = [...new Set([prev?.service, record?.service].filter((s): s is string => s !== undefined))];
@@ -550,7 +550,7 @@ async function handleEip(event: KubeEvent, { store, journal }: FunctionDeps, id:
   const k = store.keys;
   return store.transact<Outcome>([k.object('Eip', id.key), k.epoch('Eip'), k.allocations(), k.allocationIndex(), k.serviceIps(), k.pending()], async (r) => {
     const stored = await r.object('Eip', id.key);
-    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id));
+    const decision = decideWrite(storedVersion(stored), incomingVersion(event, id, record, stored));
     if (!decision.apply) return { result: { outcome: 'stale', detail: decision.reason } };
     const others = (await r.allRecordsCached('Eip')).filter((e) => e.key !== id.key);
     if (record) checkPoolOverlap(record, others);

@@ -107,9 +107,12 @@ export async function resync(o: ResyncOptions, sink: ResultSink): Promise<Resync
       }
       const exp = expectLive(w, obj);
       const s = stored.get(key);
-      // The same version, or the same content at an older one (only its status moved on).
+      // The same content (at the same version, or an older one whose status alone moved on), or a
+      // newer version. The same version read into another record is not current: racklb reads it
+      // differently since it was stored (an upgrade), and the function applies it again.
+      const order = s === undefined ? undefined : compareResourceVersions(s.resourceVersion, exp.resourceVersion);
       const current =
-        s !== undefined && !s.deleted && s.uid === exp.uid && (compareResourceVersions(s.resourceVersion, exp.resourceVersion) === 0 || (s.record !== undefined && sameContent(s.record, parsed.record)));
+        s !== undefined && !s.deleted && s.uid === exp.uid && ((order !== undefined && order > 0) || (s.record === undefined ? order === 0 : sameContent(s.record, parsed.record)));
       if (current && !o.all) {
         kr.unchanged++;
         continue;

@@ -62,7 +62,7 @@ export function sortByVersion<K extends Kind>(
       settled[i] = { ok: false, error };
       return;
     }
-    const decision = decideWrite(storedVersion(stored), incomingVersion(it.event, it.id));
+    const decision = decideWrite(storedVersion(stored), incomingVersion(it.event, it.id, it.record, stored));
     if (!decision.apply) settled[i] = { ok: true, value: { outcome: 'stale', detail: decision.reason } };
     else applied.push({ i, prev: stored && !stored.deleted && stored.record.kind === kind ? (stored.record as Extract<KubeRecord, { kind: K }>) : undefined });
   });

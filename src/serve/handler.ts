@@ -10,7 +10,7 @@ import type { Kind, KubeRecord, Outcome } from '../core/types.js';
 import type { KubeEvent } from '../events/codec.js';
 import type { FunctionName } from '../store/keys.js';
 import type { BatchStats } from '../store/group-commit.js';
-import type { Store, TxJournal } from '../store/store.js';
+import type { Store, StoredObject, TxJournal } from '../store/store.js';
 
 export interface FunctionDeps {
   store: Store;
@@ -163,9 +163,18 @@ export function recordOf<K extends Kind>(event: KubeEvent, kind: K, parse: (raw:
   return event.record as Extract<KubeRecord, { kind: K }>;
 }
 
-/** What `decideWrite` compares against the stored version. */
-export function incomingVersion(event: KubeEvent, id: { uid: string; resourceVersion: string }): { uid: string; resourceVersion: string; deleting: boolean; resync: boolean } {
-  return { uid: id.uid, resourceVersion: id.resourceVersion, deleting: event.action === 'delete', resync: event.record !== undefined };
+/**
+ * What `decideWrite` compares against the stored object: the event's version, and whether its
+ * record (undefined for a delete) differs from the stored one (`readDifferently`).
+ */
+export function incomingVersion(
+  event: KubeEvent,
+  id: { uid: string; resourceVersion: string },
+  record: KubeRecord | undefined,
+  stored: StoredObject | undefined,
+): { uid: string; resourceVersion: string; deleting: boolean; resync: boolean; readDifferently: boolean } {
+  const readDifferently = record !== undefined && stored !== undefined && !stored.deleted && JSON.stringify(stored.record) !== JSON.stringify(record);
+  return { uid: id.uid, resourceVersion: id.resourceVersion, deleting: event.action === 'delete', resync: event.record !== undefined, readDifferently };
 }
 
 /** Rejects an event whose object is of a kind this function does not own. */

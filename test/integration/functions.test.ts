@@ -8,6 +8,7 @@ import { asOpenElb, bgpPeer, eip, endpointSlice, node, porterLbExample, service,
 import { removeRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 import { flushStore, postTo, send, serveAll, snapshot, stateJson, withVersion, type ServedFunctions } from '../helpers/functions.js';
 import { apiServerEvent, toHttpMessage, toStructuredJson } from '../../src/events/codec.js';
+import { parseService } from '../../src/core/objects.js';
 import { waitFor } from '../../src/lab/process.js';
 
 let redis: TestRedis;
@@ -117,6 +118,24 @@ describe('the same example with OpenELB\'s labels and annotations', () => {
     expect(openElb).toEqual(porter);
     expect(openElb.racks.leaf1?.routes['172.22.0.2/32']).toEqual(['192.168.0.3', '192.168.0.4']);
     expect(openElb.peers['worker-p002']).toEqual([{ name: 'bgppeer-leaf2', address: '192.168.1.1', asn: 50001 }]);
+  });
+
+  it('reads a Service stored by a racklb that knew only PorterLB\'s keys again when its event comes back at the same version', async () => {
+    await applyExample();
+    expect((await send(fns, 'add', eip({ name: 'pool-b', address: '198.51.100.0/28' }))).outcome).toBe('applied');
+    // As a racklb before OpenELB's keys stored it: the opt-in value openelb meant nothing then.
+    const svc = asOpenElb(service({ name: 'migrated', requestedIp: '198.51.100.9', resourceVersion: '7' }));
+    const asReadBefore = parseService({ ...svc, metadata: { ...(svc.metadata as Json), annotations: {} } });
+    expect(asReadBefore.managed).toBe(false);
+    await fns.store.redis.set(fns.store.keys.object('Service', 'default/migrated'), JSON.stringify({ deleted: false, record: asReadBefore }));
+    await fns.store.redis.sadd(fns.store.keys.index('Service'), 'default/migrated');
+    // The bridge's relist after the upgrade sends it again, at the version stored.
+    const again = await send(fns, 'add', svc);
+    expect(again.outcome).toBe('applied');
+    const state = await stateJson(redis.url);
+    expect(state.services['default/migrated']?.ip).toBe('198.51.100.9');
+    // Read the same way now: a repeat is stale.
+    expect((await send(fns, 'add', svc)).outcome).toBe('stale');
   });
 
   it('refuses a node whose PorterLB and OpenELB rack labels disagree, naming the label, and keeps what was stored', async () => {

@@ -11,7 +11,8 @@ import type { ResyncReport } from '../../src/k8s/resync.js';
 import { consumeStream } from '../../src/serve/stream.js';
 import { FUNCTIONS } from '../../src/functions.js';
 import { readState } from '../../src/state/read.js';
-import { bgpPeer, eip, node, porterLbExample, service, type Json } from '../helpers/fixtures.js';
+import { asOpenElb, bgpPeer, eip, node, porterLbExample, service, type Json } from '../helpers/fixtures.js';
+import { parseNode } from '../../src/core/objects.js';
 import { cli, spawnCli } from '../helpers/cli.js';
 import { send, serveAll, type ServedFunctions } from '../helpers/functions.js';
 import { startKubeApi, type FakeKubeApi } from '../helpers/kube-api.js';
@@ -102,6 +103,22 @@ describe('racklb resync', () => {
     const again = await resync(targetArgs());
     expect(again.report.corrected).toBe(0);
     expect(again.code).toBe(0);
+  });
+
+  it('reads again what a racklb that knew only PorterLB\'s keys stored, at the version it stored', async () => {
+    await inSync();
+    // A Node with OpenELB's rack label, stored as a racklb before OpenELB's keys read it: no rack.
+    const relabelled = kube.apply(asOpenElb(node({ name: 'worker-p002', ip: '192.168.1.2', rack: 'leaf1', speaker: true })));
+    const readBefore = parseNode({ ...relabelled, metadata: { ...(relabelled.metadata as Json), labels: { 'lb.kubesphere.io/v1alpha1': 'porter' } } });
+    expect(readBefore.rack).toBeUndefined();
+    await fns.store.redis.set(fns.store.keys.object('Node', 'worker-p002'), JSON.stringify({ deleted: false, record: readBefore }));
+
+    const { code, report } = await resync(targetArgs());
+    expect(code).toBe(0);
+    expect(report.kinds.Node).toMatchObject({ updated: ['worker-p002'], unchanged: 2 });
+    const state = await readState(fns.store);
+    expect(state.racks.leaf1?.nodes).toContain('worker-p002');
+    expect((await resync(targetArgs())).report.corrected).toBe(0);
   });
 
   it('prints a report a person can read', async () => {

@@ -22,3 +22,17 @@ describe('decideWrite with resync', () => {
     expect(decideWrite({ uid: 'u1', resourceVersion: '7', deleted: false }, { uid: 'u1', resourceVersion: '7', deleting: false }).apply).toBe(false);
   });
 });
+
+/** decideWrite for an event racklb reads into another record than the stored one (an upgrade's parser). */
+describe('decideWrite with readDifferently', () => {
+  const stored = { uid: 'u1', resourceVersion: '7', deleted: false };
+  it.each([
+    { name: 'the stored version, read differently: applies', stored, incoming: { resourceVersion: '7', readDifferently: true }, apply: true },
+    { name: 'the stored version, read the same: stale', stored, incoming: { resourceVersion: '7', readDifferently: false }, apply: false },
+    { name: 'an older version, read differently: stale', stored, incoming: { resourceVersion: '6', readDifferently: true }, apply: false },
+    { name: 'the version of a tombstone, read differently: stays deleted', stored: { ...stored, deleted: true }, incoming: { resourceVersion: '7', readDifferently: true }, apply: false },
+    { name: 'the stored version under another uid: stale', stored: { ...stored, uid: 'u0' }, incoming: { resourceVersion: '7', readDifferently: true }, apply: false },
+  ])('$name', ({ stored: s, incoming, apply }) => {
+    expect(decideWrite(s, { uid: 'u1', deleting: false, ...incoming }).apply).toBe(apply);
+  });
+});
