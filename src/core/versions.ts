@@ -30,12 +30,12 @@ export function compareResourceVersions(a: string, b: string): number | undefine
  * `resync` marks a recomputation from the stored record itself (POST /resync): it applies only
  * while that exact version is still the stored one, so a newer event that landed meanwhile (and
  * derived its own state) is never overwritten by the older record the resync read.
- * `readDifferently`: the event carries the stored version of the stored object, yet racklb reads it
- * into another record than the stored one. The object is the same, so racklb's reading changed (an
+ * `readDifferently` (asked only of an event at the stored version): the event carries the stored
+ * version of the stored object, yet racklb reads it into another record than the stored one. The object is the same, so racklb's reading changed (an
  * upgrade that reads more of it, such as OpenELB's keys): the event applies, so that a relist after
  * an upgrade reads every object again.
  */
-export function decideWrite(stored: StoredVersion | undefined, incoming: { uid: string; resourceVersion: string; deleting: boolean; resync?: boolean; readDifferently?: boolean }): WriteDecision {
+export function decideWrite(stored: StoredVersion | undefined, incoming: { uid: string; resourceVersion: string; deleting: boolean; resync?: boolean; readDifferently?: () => boolean }): WriteDecision {
   if (incoming.resync) {
     if (stored !== undefined && !stored.deleted && stored.uid === incoming.uid && stored.resourceVersion === incoming.resourceVersion) return { apply: true };
     return { apply: false, reason: 'changed since the resync read it: a newer event has derived its state already' };
@@ -56,7 +56,7 @@ export function decideWrite(stored: StoredVersion | undefined, incoming: { uid: 
     return order >= 0 ? { apply: true } : { apply: false, reason: `delete at resourceVersion ${incoming.resourceVersion} is older than stored ${stored.resourceVersion}` };
   }
   if (order > 0) return { apply: true };
-  if (order === 0 && incoming.readDifferently === true && !stored.deleted && stored.uid === incoming.uid) return { apply: true };
+  if (order === 0 && !stored.deleted && stored.uid === incoming.uid && incoming.readDifferently?.() === true) return { apply: true };
   return {
     apply: false,
     reason: order === 0 ? `resourceVersion ${incoming.resourceVersion} already stored` : `resourceVersion ${incoming.resourceVersion} is older than stored ${stored.resourceVersion}`,

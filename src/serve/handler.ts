@@ -172,8 +172,9 @@ export function incomingVersion(
   id: { uid: string; resourceVersion: string },
   record: KubeRecord | undefined,
   stored: StoredObject | undefined,
-): { uid: string; resourceVersion: string; deleting: boolean; resync: boolean; readDifferently: boolean } {
-  const readDifferently = record !== undefined && stored !== undefined && !stored.deleted && JSON.stringify(stored.record) !== JSON.stringify(record);
+): { uid: string; resourceVersion: string; deleting: boolean; resync: boolean; readDifferently: () => boolean } {
+  // Asked only of a repeat of the stored version: nothing is serialized for an event that is newer.
+  const readDifferently = (): boolean => record !== undefined && stored !== undefined && !stored.deleted && JSON.stringify(stored.record) !== JSON.stringify(record);
   return { uid: id.uid, resourceVersion: id.resourceVersion, deleting: event.action === 'delete', resync: event.record !== undefined, readDifferently };
 }
 
