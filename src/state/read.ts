@@ -84,7 +84,26 @@ export async function readCandidatesByRack(r: Reader, rack: string | undefined, 
   return new Map(racks.map((name, i) => [name, maps[i] as Map<string, NextHopCandidate>]));
 }
 
+/**
+ * Runs `read` until the store's revision is the same after it as the revision `read` took first (at
+ * most `attempts` times). Every transaction that changes the derived state bumps the revision in its
+ * EXEC, so a read between two equal revisions is the state at that revision, not a mix of two: a
+ * view that shows revision N never shows a change made after it. Under constant change the last read
+ * is returned, labelled with the revision it began at (the state is at least that new).
+ */
+export async function atOneRevision<T extends { revision: number }>(store: Store, read: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const got = await read();
+    const after = Number((await store.redis.hget(store.keys.meta(), 'rev')) ?? 0);
+    if (after === got.revision || attempt >= attempts) return got;
+  }
+}
+
 export async function readState(store: Store): Promise<StateDocument> {
+  return atOneRevision(store, () => readStateOnce(store));
+}
+
+async function readStateOnce(store: Store): Promise<StateDocument> {
   const r = store.reader;
   const k = store.keys;
   const meta = await r.redis.hgetall(k.meta());

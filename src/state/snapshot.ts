@@ -8,6 +8,7 @@ import type { Allocation, BgpConfRecord, BgpPeerRecord, EipRecord, NextHopCandid
 import { EFFECTIVE_BGPCONF } from '../../functions/on-bgppeer/handler.js';
 import { parseServiceIps, UNRACKED } from '../store/keys.js';
 import type { Store } from '../store/store.js';
+import { atOneRevision } from './read.js';
 
 /** One BGP session as the speaker reports it (speaker/speaker.ts, reportStatus). */
 export interface SessionStatus {
@@ -85,6 +86,10 @@ function speakerStatusOf(raw: Record<string, string>): SpeakerStatus {
 }
 
 export async function readSnapshot(store: Store): Promise<Snapshot> {
+  return atOneRevision(store, () => readSnapshotOnce(store));
+}
+
+async function readSnapshotOnce(store: Store): Promise<Snapshot> {
   const r = store.reader;
   const k = store.keys;
   const readAt = Date.now();

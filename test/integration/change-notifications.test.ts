@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/store.js';
+import { atOneRevision } from '../../src/state/read.js';
 import { useRedisStore } from '../helpers/redis.js';
 import { node } from '../helpers/fixtures.js';
 import { parseNode } from '../../src/core/objects.js';
@@ -131,5 +132,38 @@ describe('a transaction whose first attempt WATCH aborted', () => {
       await fresh.close();
       await other.close();
     }
+  });
+});
+
+describe('a view of the state read while a transaction commits (atOneRevision)', () => {
+  it('is read again until the revision did not move during the read, so it is the state at that revision', async () => {
+    const k = store.keys;
+    let reads = 0;
+    const got = await atOneRevision(store, async () => {
+      reads++;
+      const revision = Number((await store.redis.hget(k.meta(), 'rev')) ?? 0);
+      // A transaction commits in the middle of the first read.
+      if (reads === 1) await store.transact([], async () => ({ result: undefined, write: (w) => w.notify({ scope: 'all', topic: 'conf', subject: 'mid-read' }) }));
+      return { revision, reads };
+    });
+    expect(got.reads).toBe(2);
+    expect(got.revision).toBe(Number(await store.redis.hget(k.meta(), 'rev')));
+  });
+
+  it('gives up after its attempts under constant change, labelled with the revision it began at', async () => {
+    const k = store.keys;
+    let reads = 0;
+    const got = await atOneRevision(
+      store,
+      async () => {
+        reads++;
+        const revision = Number((await store.redis.hget(k.meta(), 'rev')) ?? 0);
+        await store.transact([], async () => ({ result: undefined, write: (w) => w.notify({ scope: 'all', topic: 'conf', subject: 'churn' }) }));
+        return { revision };
+      },
+      3,
+    );
+    expect(reads).toBe(3);
+    expect(got.revision).toBe(Number(await store.redis.hget(k.meta(), 'rev')) - 1);
   });
 });
