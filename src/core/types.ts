@@ -21,6 +21,9 @@ export function keyFor(pair: KeyPair, naming: Naming | undefined): string {
   return naming === 'OpenELB' ? pair[1] : pair[0];
 }
 
+/** The pool (Eip name): an annotation a Service requests it by, and the label racklb writes back, under one key. */
+const POOL: KeyPair = ['eip.porter.kubesphere.io/v1alpha2', 'eip.openelb.kubesphere.io/v1alpha2'];
+
 /** Label keys that PorterLB and OpenELB users already have on their objects. */
 export const LABELS = {
   /** Node label naming the node's rack (its leaf router). */
@@ -31,7 +34,7 @@ export const LABELS = {
   /** EndpointSlice label naming its Service. */
   serviceName: 'kubernetes.io/service-name',
   /** Service label written back with the pool name. */
-  pool: ['eip.porter.kubesphere.io/v1alpha2', 'eip.openelb.kubesphere.io/v1alpha2'] as KeyPair,
+  pool: POOL,
 } as const;
 
 export const ANNOTATIONS = {
@@ -41,7 +44,7 @@ export const ANNOTATIONS = {
   /** Requested IP on a Service. */
   requestedIp: ['eip.porter.kubesphere.io/v1alpha1', 'eip.openelb.kubesphere.io/v1alpha1'] as KeyPair,
   /** Requested pool (Eip name) on a Service. */
-  pool: ['eip.porter.kubesphere.io/v1alpha2', 'eip.openelb.kubesphere.io/v1alpha2'] as KeyPair,
+  pool: POOL,
   /** On an Eip: this is the default pool. */
   defaultEip: ['eip.porter.kubesphere.io/is-default-eip', 'eip.openelb.kubesphere.io/is-default-eip'] as KeyPair,
 } as const;

@@ -4,6 +4,8 @@
  * every write asks this module first whether the event is newer than what is stored.
  */
 
+import type { KubeRecord } from './types.js';
+
 export interface StoredVersion {
   uid: string;
   resourceVersion: string;
@@ -31,9 +33,9 @@ export function compareResourceVersions(a: string, b: string): number | undefine
  * while that exact version is still the stored one, so a newer event that landed meanwhile (and
  * derived its own state) is never overwritten by the older record the resync read.
  * `readDifferently` (asked only of an event at the stored version): the event carries the stored
- * version of the stored object, yet racklb reads it into another record than the stored one. The object is the same, so racklb's reading changed (an
- * upgrade that reads more of it, such as OpenELB's keys): the event applies, so that a relist after
- * an upgrade reads every object again.
+ * version of the stored object, yet racklb reads it into another record than the stored one. The
+ * object is the same, so racklb's reading changed (an upgrade that reads more of it, such as
+ * OpenELB's keys): the event applies, so that a relist after an upgrade reads every object again.
  */
 export function decideWrite(stored: StoredVersion | undefined, incoming: { uid: string; resourceVersion: string; deleting: boolean; resync?: boolean; readDifferently?: () => boolean }): WriteDecision {
   if (incoming.resync) {
@@ -61,4 +63,14 @@ export function decideWrite(stored: StoredVersion | undefined, incoming: { uid: 
     apply: false,
     reason: order === 0 ? `resourceVersion ${incoming.resourceVersion} already stored` : `resourceVersion ${incoming.resourceVersion} is older than stored ${stored.resourceVersion}`,
   };
+}
+
+/**
+ * Two records of one object with the same content, whatever their resourceVersions: the object
+ * moved on, if at all, only by changes racklb does not read (status other than a Service's ingress
+ * addresses, other annotations). Records come from one parser, so their JSON compares field by
+ * field; from two parsers (an upgrade), they differ where the readings differ.
+ */
+export function sameContent(a: KubeRecord, b: KubeRecord): boolean {
+  return a.uid === b.uid && JSON.stringify({ ...a, resourceVersion: '' }) === JSON.stringify({ ...b, resourceVersion: '' });
 }

@@ -26,8 +26,8 @@ import { deletedObject, type Deliverer } from './deliver.js';
 import { listPath, metaOf, storeKey, WATCHED, type KubeObject, type WatchedKind } from './kinds.js';
 import { reasonOf, type KubeApi } from './kube.js';
 import type { ResultSink } from './resync.js';
-import { compareResourceVersions } from '../core/versions.js';
-import { expectLive, findVanished, invalidReason, parseForStore, sameContent, storedIdentities, waitForConvergence, type Expectation } from './sync.js';
+import { compareResourceVersions, sameContent } from '../core/versions.js';
+import { expectLive, findVanished, invalidReason, parseForStore, storedIdentities, waitForConvergence, type Expectation } from './sync.js';
 
 export interface BridgeOptions {
   api: KubeApi;

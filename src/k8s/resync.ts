@@ -9,11 +9,11 @@ import type { Logger } from 'pino';
 import type { Kind } from '../core/types.js';
 import { markComplete } from '../state/complete.js';
 import type { Store } from '../store/store.js';
-import { compareResourceVersions } from '../core/versions.js';
+import { compareResourceVersions, sameContent } from '../core/versions.js';
 import { deletedObject, describeTarget, type Deliverer, type Delivery, type SendResult, type Target } from './deliver.js';
 import { storeKey, WATCHED, type KubeObject, type WatchedKind } from './kinds.js';
 import type { KubeApi } from './kube.js';
-import { expectLive, findVanished, parseForStore, sameContent, storedIdentities, waitForConvergence, type Expectation } from './sync.js';
+import { expectLive, findVanished, parseForStore, storedIdentities, waitForConvergence, type Expectation } from './sync.js';
 
 export interface KindReport {
   listed: number;

@@ -80,16 +80,6 @@ export function invalidReason(o: KubeObject): string | undefined {
   return 'invalid' in parsed ? parsed.invalid : undefined;
 }
 
-/**
- * The store holds what the functions would store for this object, at any resourceVersion: the
- * API moved on only by changes racklb does not read (status other than a Service's ingress
- * addresses, other annotations), so there is nothing to correct. Records come from the same
- * parser, so their JSON compares field by field.
- */
-export function sameContent(a: KubeRecord, b: KubeRecord): boolean {
-  return a.uid === b.uid && JSON.stringify({ ...a, resourceVersion: '' }) === JSON.stringify({ ...b, resourceVersion: '' });
-}
-
 export interface Expectation {
   w: WatchedKind;
   key: string;

@@ -7,6 +7,7 @@ import { isRacklbError, RacklbError } from '../errors.js';
 import { journalForm } from '../journal/journal.js';
 import { redactedJson, redactText } from '../secrets.js';
 import type { Kind, KubeRecord, Outcome } from '../core/types.js';
+import { sameContent } from '../core/versions.js';
 import type { KubeEvent } from '../events/codec.js';
 import type { FunctionName } from '../store/keys.js';
 import type { BatchStats } from '../store/group-commit.js';
@@ -174,7 +175,7 @@ export function incomingVersion(
   stored: StoredObject | undefined,
 ): { uid: string; resourceVersion: string; deleting: boolean; resync: boolean; readDifferently: () => boolean } {
   // Asked only of a repeat of the stored version: nothing is serialized for an event that is newer.
-  const readDifferently = (): boolean => record !== undefined && stored !== undefined && !stored.deleted && JSON.stringify(stored.record) !== JSON.stringify(record);
+  const readDifferently = (): boolean => record !== undefined && stored !== undefined && !stored.deleted && !sameContent(stored.record, record);
   return { uid: id.uid, resourceVersion: id.resourceVersion, deleting: event.action === 'delete', resync: event.record !== undefined, readDifferently };
 }
 
