@@ -81,6 +81,13 @@ async function metric(registry: Registry, name: string, labels: Record<string, s
 }
 
 const status = (o: Json | undefined): Json => (o?.status ?? {}) as Json;
+const ingressOf = (o: Json | undefined): unknown[] | undefined => (status(o).loadBalancer as Json | undefined)?.ingress as unknown[] | undefined;
+/** The Service once the status writer has given it an ingress. */
+const statusWritten = (name: string): Promise<Json> =>
+  eventually(`the status of Service ${name}`, () => {
+    const s = kube.get('Service', name, 'default');
+    return ingressOf(s) ? s : undefined;
+  });
 const labels = (o: Json | undefined): Record<string, string> => ((o?.metadata as Json | undefined)?.labels ?? {}) as Record<string, string>;
 
 describe('status write-back', () => {
@@ -96,10 +103,7 @@ describe('status write-back', () => {
     );
     startWriter();
 
-    const svc = await eventually('the Service status', () => {
-      const s = kube.get('Service', 'porter-bgp-svc', 'default');
-      return (status(s).loadBalancer as Json | undefined)?.ingress ? s : undefined;
-    });
+    const svc = await statusWritten('porter-bgp-svc');
     expect(status(svc)).toEqual({ loadBalancer: { ingress: [{ ip: '172.22.0.2' }] } });
     expect(labels(svc)['eip.porter.kubesphere.io/v1alpha2']).toBe('porter-bgp-eip');
     // Through the status subresource, as merge patches conditional on the resourceVersion read.
@@ -150,18 +154,18 @@ describe('status write-back', () => {
   it('takes the ingress and the label back when racklb releases the IP, once the store is complete', async () => {
     await loadExample();
     const { writer } = startWriter();
-    await eventually('the ingress', () => ((status(kube.get('Service', 'porter-bgp-svc', 'default')).loadBalancer as Json | undefined)?.ingress ? true : undefined));
+    await statusWritten('porter-bgp-svc');
     // The user opts the Service out.
     const optedOut = kube.apply(service({ name: 'porter-bgp-svc', requestedIp: '172.22.0.2', managed: false }));
     expect((await send(fns, 'update', optedOut)).outcome).toBe('applied');
     // Not complete yet: an ingress is never taken away on the word of a store that may be partial.
     await new Promise((r) => setTimeout(r, 400));
     await writer.idle();
-    expect((status(kube.get('Service', 'porter-bgp-svc', 'default')).loadBalancer as Json).ingress).toEqual([{ ip: '172.22.0.2' }]);
+    expect(ingressOf(kube.get('Service', 'porter-bgp-svc', 'default'))).toEqual([{ ip: '172.22.0.2' }]);
     await markComplete(fns.store);
     const svc = await eventually('the release', () => {
       const s = kube.get('Service', 'porter-bgp-svc', 'default');
-      return (status(s).loadBalancer as Json | undefined)?.ingress === undefined || ((status(s).loadBalancer as Json).ingress as unknown[]).length === 0 ? s : undefined;
+      return (ingressOf(s) ?? []).length === 0 ? s : undefined;
     });
     expect(labels(svc)['eip.porter.kubesphere.io/v1alpha2']).toBeUndefined();
     // The Eip no longer counts it.
@@ -175,18 +179,14 @@ describe('status write-back', () => {
     kube.setStatus('Service', 'left-over', 'default', { loadBalancer: { ingress: [{ ip: '172.22.0.2' }] } });
     await markComplete(fns.store);
     startWriter();
-    const svc = await eventually('the Service status', () => {
-      const s = kube.get('Service', 'porter-bgp-svc', 'default');
-      return (status(s).loadBalancer as Json | undefined)?.ingress ? s : undefined;
-    });
+    const svc = await statusWritten('porter-bgp-svc');
     expect(status(svc)).toEqual({ loadBalancer: { ingress: [{ ip: '172.22.0.2' }] } });
     expect(labels(svc)['eip.openelb.kubesphere.io/v1alpha2']).toBe('porter-bgp-eip');
     expect(labels(svc)).not.toHaveProperty('eip.porter.kubesphere.io/v1alpha2');
     // The label and the ingress go in two writes (the label first): wait for both.
     const released = await eventually('the left-over Service released', () => {
       const s = kube.get('Service', 'left-over', 'default');
-      const ingress = ((status(s).loadBalancer as Json | undefined)?.ingress ?? []) as unknown[];
-      return labels(s)['eip.openelb.kubesphere.io/v1alpha2'] === undefined && ingress.length === 0 ? s : undefined;
+      return labels(s)['eip.openelb.kubesphere.io/v1alpha2'] === undefined && (ingressOf(s) ?? []).length === 0 ? s : undefined;
     });
     expect(labels(released)).not.toHaveProperty('eip.porter.kubesphere.io/v1alpha2');
   });
@@ -197,7 +197,7 @@ describe('status write-back', () => {
     kube.interfere('Service', 'porter-bgp-svc', 'default', 1);
     const { writer, registry } = startWriter();
     await eventually('the Eip status after conflicts', () => (status(kube.get('Eip', 'porter-bgp-eip')).usage === 1 ? true : undefined));
-    await eventually('the Service status after a conflict', () => ((status(kube.get('Service', 'porter-bgp-svc', 'default')).loadBalancer as Json | undefined)?.ingress ? true : undefined));
+    await statusWritten('porter-bgp-svc');
     await writer.idle();
     expect(await metric(registry, 'racklb_status_write_conflicts_total', { kind: 'Eip' })).toBe(2);
     expect(await metric(registry, 'racklb_status_write_conflicts_total', { kind: 'Service' })).toBe(1);
@@ -228,7 +228,7 @@ describe('status write-back', () => {
     kube.fail({ method: 'PATCH', path: /\/services\/porter-bgp-svc\/status$/, status: 429, times: 1 });
     const { writer, registry } = startWriter();
     await eventually('the Eip status after the failures', () => (status(kube.get('Eip', 'porter-bgp-eip')).usage === 1 ? true : undefined));
-    await eventually('the Service status after a 429', () => ((status(kube.get('Service', 'porter-bgp-svc', 'default')).loadBalancer as Json | undefined)?.ingress ? true : undefined));
+    await statusWritten('porter-bgp-svc');
     await writer.idle();
     expect(await metric(registry, 'racklb_status_write_failures_total', { kind: 'Eip', reason: '500' })).toBe(3);
     expect(await metric(registry, 'racklb_status_write_failures_total', { kind: 'Service', reason: '429' })).toBe(1);
