@@ -11,6 +11,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
 
 process.env.RACKLB_LAB_NETNS_PREFIX = 'rlb-';
 process.env.RACKLB_LAB_RUN_DIR = '/run/racklb-bench';
@@ -21,28 +22,23 @@ const NAMES = ['throughput', 'change', 'convergence', 'bulk', 'memory'] as const
 type Name = (typeof NAMES)[number];
 const LAB_BENCHMARKS: readonly Name[] = ['convergence', 'bulk', 'memory'];
 
-const USAGE = `usage: npm run bench -- [--only NAME[,NAME...]] [--quick]
-  NAME: ${NAMES.join(', ')} (default: all)
-  --quick   fewer trials and smaller sizes (same JSON keys), written to bench/results/quick/`;
-
+/** The options, read by commander as racklb's own CLI is; a bad one is refused with its usage. */
 function parseArgs(argv: string[]): { only: Name[]; quick: boolean } {
-  let only: Name[] = [...NAMES];
-  let quick = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i] as string;
-    if (a === '--quick') quick = true;
-    else if (a === '--only' || a.startsWith('--only=')) {
-      const value = a.startsWith('--only=') ? a.slice('--only='.length) : argv[++i];
-      if (value === undefined) throw new Error(`--only needs a name\n${USAGE}`);
-      const names = value.split(',').map((x) => x.trim()).filter(Boolean);
-      for (const n of names) if (!(NAMES as readonly string[]).includes(n)) throw new Error(`unknown benchmark ${JSON.stringify(n)}\n${USAGE}`);
-      only = names as Name[];
-    } else if (a === '--help' || a === '-h') {
-      process.stdout.write(`${USAGE}\n`);
-      process.exit(0);
-    } else throw new Error(`unknown option ${a}\n${USAGE}`);
-  }
-  return { only: NAMES.filter((n) => only.includes(n)), quick };
+  const names = (value: string): Name[] => {
+    const list = value.split(',').map((x) => x.trim()).filter(Boolean);
+    const unknown = list.filter((n) => !(NAMES as readonly string[]).includes(n));
+    if (list.length === 0 || unknown.length > 0) throw new InvalidArgumentError(`${unknown.length ? `unknown benchmark ${unknown.map((n) => JSON.stringify(n)).join(', ')}` : 'no benchmark named'}: must be one or more of ${NAMES.join(', ')}, comma-separated`);
+    return list as Name[];
+  };
+  const cmd = new Command('npm run bench --')
+    .description('runs the benchmarks of docs/performance.md and writes bench/results')
+    .option('--only <names>', `run only these (${NAMES.join(', ')}; default: all), comma-separated`, names)
+    .option('--quick', 'fewer trials and smaller sizes (same JSON keys), written to bench/results/quick/', false)
+    .allowExcessArguments(false)
+    .parse(argv, { from: 'user' });
+  const opts = cmd.opts<{ only?: Name[]; quick: boolean }>();
+  const only = opts.only ?? NAMES;
+  return { only: NAMES.filter((n) => only.includes(n)), quick: opts.quick };
 }
 
 async function main(): Promise<number> {
